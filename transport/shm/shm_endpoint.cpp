@@ -25,8 +25,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kLivenessPeriod{100};  // dead peers are noticed within this
 constexpr std::chrono::milliseconds kReapPeriod{250};      // receiver idle: reclaim dead senders' slots
-constexpr std::uint64_t kNoSpinAfter = 256 * 1024;          // receiver: no spin phase after a message this large
+
 constexpr int kPollsPerYield = 64;                          // receiver spin: ring polls between sched_yields
+constexpr std::chrono::microseconds kMaxAdaptiveSpin{250};  // receiver: longest adaptive spin window
 
 std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
 
@@ -297,14 +298,14 @@ class ShmReceiver final : public detail::ReceiverImpl {
     }
     const auto start = Clock::now();
     const auto deadline = deadline_for(timeout, start);
-    // Spinning buys latency for small messages; after a large one (a throughput stream) it only
-    // takes CPU and memory bandwidth from the sender's copy (measured: copy-in 1-4 MiB at ~0.5x
-    // memcpy with a spinning receiver, ~0.9x without), so then block at once.
-    const auto spin_until = start + (last_was_large_ ? std::chrono::microseconds(0) : options_.shm.spin);
+    const auto spin_until = start + spin_window();
     auto last_reap = start;
     for (;;) {
       if (h.head.load(std::memory_order_relaxed) != h.tail.load(std::memory_order_acquire)) {
-        if (std::optional<Message> m = take()) return m;
+        if (std::optional<Message> m = take()) {
+          last_wait_ = Clock::now() - start;
+          return m;
+        }
       }
       auto now = Clock::now();
       if (deadline && now >= *deadline) return std::nullopt;
@@ -338,6 +339,19 @@ class ShmReceiver final : public detail::ReceiverImpl {
   }
 
   TransportStats stats() const override { return channel_stats(*channel_, ledger_); }
+
+  // How long recv() spins before it blocks. Spinning buys latency for small messages. A stream
+  // whose messages come a little further apart than the configured spin (a 4 MiB copy-in arrives
+  // every ~100 us) would block on every message, and then every send pays a futex wake (a syscall
+  // and a cross-CPU wake-up: 8-12% of a 1-4 MiB copy-in sender's time here). So while the last
+  // wait was short, spin for twice that long; an idle or slow stream falls back to the configured
+  // spin, and spin 0 (block at once) stays 0. The spin loop yields the CPU, so on few cores it
+  // does not starve the sender.
+  std::chrono::nanoseconds spin_window() const {
+    const std::chrono::nanoseconds configured = options_.shm.spin;
+    if (configured.count() == 0 || last_wait_ > kMaxAdaptiveSpin) return configured;
+    return std::clamp<std::chrono::nanoseconds>(2 * last_wait_, configured, kMaxAdaptiveSpin);
+  }
   CopyLedger& ledger() override { return ledger_; }
 
  private:
@@ -390,7 +404,6 @@ class ShmReceiver final : public detail::ReceiverImpl {
     ledger_.inband_bytes += m->stream_size;
     ledger_.oob_buffers += m->buffers.size();
     ledger_.oob_bytes += oob;
-    last_was_large_ = oob + m->stream_size >= kNoSpinAfter;
     return out;
   }
 
@@ -398,7 +411,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
   std::shared_ptr<Channel> channel_;
   EndpointOptions options_;
   CopyLedger ledger_;
-  bool last_was_large_ = false;  // the last message carried at least kNoSpinAfter bytes
+  std::chrono::nanoseconds last_wait_{kMaxAdaptiveSpin + std::chrono::microseconds(1)};  // see spin_window()
   // take()'s scratch, reused so that a warm receiver allocates only the Message and its leases.
   struct PendingLease {
     std::uint32_t slot;
