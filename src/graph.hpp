@@ -8,6 +8,7 @@
 #include <atomic>
 #include <memory>
 #include <memory_resource>
+#include <new>
 #include <string_view>
 #include <utility>
 #include <variant>
@@ -83,10 +84,26 @@ class Graph {
 
   // A new node of `kind` with the payload that kind uses, default-initialised.
   Node* new_node(Kind kind);
+  // A new Str / Bytes / ByteArray / big-Int node viewing `data` (the loader's hot path: inline,
+  // no dispatch on the kind).
+  Node* new_text_node(Kind kind, std::string_view data) {
+    if (current_.used == current_.capacity) [[unlikely]] next_chunk();
+    Node* n = new (current_.memory + current_.used * sizeof(Node)) Node(kind, std::in_place_type<Text>, Text{data});
+    ++current_.used;
+    ++node_count_;
+    return n;
+  }
   // Copies `bytes` into graph-owned storage (for text the stream cannot be viewed for).
   std::string_view store(std::string_view bytes);
   // Lets nodes view bytes of `buffer` (the pickle stream) instead of copying them.
-  void keep_alive(Buffer buffer) { keep_alive_.push_back(std::move(buffer)); }
+  void keep_alive(Buffer buffer) {
+    if (kept_none_) {  // the common case (one stream): no vector
+      first_kept_ = std::move(buffer);
+      kept_none_ = false;
+    } else {
+      more_kept_.push_back(std::move(buffer));
+    }
+  }
   // Makes this graph keep `other` alive because nodes here point into it. Refuses (Error) to
   // create an ownership cycle between graphs.
   void import(const std::shared_ptr<Graph>& other);
@@ -98,19 +115,29 @@ class Graph {
  private:
   bool reaches(const Graph* target) const;
 
+  // Nodes live in chunks of 12, 24, 48, ... nodes. The first chunk is inside the Graph itself, so
+  // a small load (a message's metadata) allocates no node memory at all. 12, not 16: the Graph and
+  // its shared_ptr control block then stay under 1 KiB, within glibc's fast per-thread cache.
+  static constexpr std::size_t kInlineNodes = 12;
   struct Chunk {
-    std::unique_ptr<std::byte[]> memory;
+    std::byte* memory = nullptr;  // inline_nodes_ or owned (new[] / the per-thread chunk pool)
     std::size_t used = 0, capacity = 0;
   };
-  std::vector<Chunk> chunks_;
+  void next_chunk();
+  void destroy_chunk(Chunk& c) noexcept;
+  Chunk current_;             // where new nodes go
+  std::vector<Chunk> full_;   // earlier, full chunks
   std::size_t node_count_ = 0;
   std::pmr::monotonic_buffer_resource text_;
-  std::vector<Buffer> keep_alive_;
+  bool kept_none_ = true;
+  Buffer first_kept_;  // keep_alive: usually the one stream a load views
+  std::vector<Buffer> more_kept_;
   std::vector<std::shared_ptr<Graph>> imports_;
   // Set once another graph imports this one. While it is false nothing can reach this graph, so
   // importing cannot close a cycle and the reachability search is skipped (building bottom-up
   // with the static factories stays linear).
   std::atomic<bool> imported_{false};
+  alignas(Node) std::byte inline_nodes_[kInlineNodes * sizeof(Node)];
 };
 
 }  // namespace picklewire

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -44,10 +45,11 @@ struct Item {
 };
 
 
-// The value stack. Its storage stays constructed (items_.size() is the capacity) and a push writes
-// the slot and depth straight into it: `vector::push_back(Item{...})` made GCC assemble the Item in
-// a stack temporary with narrower stores and copy it with one 16-byte load, which the CPU cannot
-// forward from those stores — a stall on every push, a third of the time of loading a list of ints.
+// The value stack and the dense memo. Storage stays constructed (items_.size() is the capacity)
+// and a push writes the slot and depth straight into it: `vector::push_back(Item{...})` made GCC
+// assemble the Item in a stack temporary with narrower stores and copy it with one 16-byte load,
+// which the CPU cannot forward from those stores — a stall on every push, a third of the time of
+// loading a list of ints. (And vector::emplace_back was not inlined: ~37 instructions a MEMOIZE.)
 class ItemStack {
  public:
   std::size_t size() const noexcept { return size_; }
@@ -55,7 +57,7 @@ class ItemStack {
   Item& back() noexcept { return items_[size_ - 1]; }
   Item& operator[](std::size_t i) noexcept { return items_[i]; }
   const Item& operator[](std::size_t i) const noexcept { return items_[i]; }
-  void push(Slot s, std::uint32_t depth) {
+  [[gnu::always_inline]] void push(Slot s, std::uint32_t depth) {
     if (size_ == items_.size()) [[unlikely]] items_.resize(std::max<std::size_t>(64, items_.size() * 2));
     Item& it = items_[size_++];
     it.slot = s;
@@ -63,8 +65,9 @@ class ItemStack {
   }
   void push_back(const Item& it) { push(it.slot, it.depth); }
   void pop_back() noexcept { --size_; }
-  void resize(std::size_t n) {  // shrinks (drops the top items); growing adds default items
+  void resize(std::size_t n, const Item& fill = {}) {  // shrinks (drops the top items) or grows with `fill`
     if (n > items_.size()) items_.resize(n);
+    for (std::size_t i = size_; i < n; ++i) items_[i] = fill;
     size_ = n;
   }
   void clear() noexcept { size_ = 0; }
@@ -81,7 +84,7 @@ class ItemStack {
 // concurrent one on another thread simply gets vectors of its own.
 struct Scratch {
   ItemStack stack;
-  std::vector<Item> memo;
+  ItemStack memo;
   std::vector<std::size_t> marks;
   std::size_t bytes() const {
     return (stack.capacity() + memo.capacity()) * sizeof(Item) + marks.capacity() * sizeof(std::size_t);
@@ -142,8 +145,7 @@ class Machine {
         graph_(std::make_shared<Graph>()),
         base_(reinterpret_cast<const unsigned char*>(stream.data())),
         end_(stream.size()),
-        dense_memo_limit_(std::min<std::size_t>(stream.size() + 16, options.max_memo_entries)),
-        py2_encoding_(parse_encoding(options.encoding)) {
+        dense_memo_limit_(std::min<std::size_t>(stream.size() + 16, options.max_memo_entries)) {
     graph_->keep_alive(stream);
   }
 
@@ -190,6 +192,16 @@ class Machine {
     for (int i = 0; i < n; ++i) v |= std::uint64_t(p[i]) << (8 * i);
     return v;
   }
+  // Superinstructions: true (and the opcode consumed, op_offset_ at it for error messages) when
+  // the next opcode is `code`, so a case can handle the pairs and runs picklers always write
+  // (str + MEMOIZE, runs of BININT) without a trip through the dispatch for each.
+  bool next_is(unsigned char code) {
+    if (pos_ < end_ && base_[pos_] == code) [[likely]] {
+      op_offset_ = pos_++;
+      return true;
+    }
+    return false;
+  }
   // One line without its '\n'.
   std::string_view readline() {
     const void* nl = std::memchr(base_ + pos_, '\n', remaining());
@@ -206,10 +218,10 @@ class Machine {
       fail("too many objects (max_nodes " + std::to_string(options_.max_nodes) + ")");
     return graph_->new_node(k);
   }
-  Slot text(Kind k, std::string_view data) {
-    Node* n = make(k);
-    n->text().data = data;
-    return node_slot(n);
+  [[gnu::always_inline]] Slot text(Kind k, std::string_view data) {
+    if (graph_->node_count() >= options_.max_nodes) [[unlikely]]
+      fail("too many objects (max_nodes " + std::to_string(options_.max_nodes) + ")");
+    return Slot(k, graph_->new_text_node(k, data));
   }
   enum class Py2Encoding { ascii, latin1, utf8, bytes, unknown };
   static Py2Encoding parse_encoding(std::string_view name) {
@@ -234,7 +246,7 @@ class Machine {
   [[noreturn]] void underflow() const {
     fail(marks_.empty() ? "unpickling stack underflow" : "unexpected MARK found");
   }
-  void push(Slot s, std::uint32_t depth = 0) { stack_.push(s, depth); }
+  [[gnu::always_inline]] void push(Slot s, std::uint32_t depth = 0) { stack_.push(s, depth); }
   Item pop() {
     if (stack_.size() <= fence()) underflow();
     Item it = stack_.back();
@@ -255,16 +267,29 @@ class Machine {
     if (d > options_.max_depth) fail("nesting depth exceeds max_depth (" + std::to_string(options_.max_depth) + ")");
     return static_cast<std::uint32_t>(d);
   }
+  // Appends the slots of stack_[from, end) to `out`: one resize and a plain copy loop (push_back
+  // per item, or a range insert, cost a capacity check and an out-of-line constructor call per
+  // item: a quarter of loading a list of ints).
+  void append_slots(Items& out, std::size_t from) {
+    const std::size_t n = stack_.size() - from, old = out.size();
+    out.resize(old + n);
+    Slot* to = out.data() + old;
+    const Item* items = &stack_[from];
+    for (std::size_t i = 0; i < n; ++i) to[i] = items[i].slot;
+  }
+  // The deepest nesting among stack_[from, end).
+  std::uint32_t deepest_from(std::size_t from) const {
+    std::uint32_t deepest = 0;
+    for (std::size_t i = from; i < stack_.size(); ++i) deepest = std::max(deepest, stack_[i].depth);
+    return deepest;
+  }
   // Moves stack_[from, end) into a new container node of `kind` and returns it (not pushed).
   Item collect(Kind kind, std::size_t from) {
     Node* n = make(kind);
     Items& items = n->items();
     items.reserve(stack_.size() - from);
-    std::uint32_t depth = 0;
-    for (std::size_t i = from; i < stack_.size(); ++i) {
-      items.push_back(stack_[i].slot);
-      depth = std::max(depth, stack_[i].depth);
-    }
+    append_slots(items, from);
+    const std::uint32_t depth = deepest_from(from);
     stack_.resize(from);
     return {node_slot(n), checked_depth(std::uint64_t(depth) + 1)};
   }
@@ -275,12 +300,22 @@ class Machine {
 
   // ---- memo
   void memo_put(std::uint64_t index, const Item& it);
+  // MEMOIZE: the next index, so almost always one past the dense part: append, without memo_put's
+  // checks and without pre-filling empty entries.
+  [[gnu::always_inline]] void memoize(const Item& it) {
+    if (memo_count_ == memo_.size() && memo_count_ < dense_memo_limit_ && sparse_memo_.empty()) [[likely]] {
+      memo_.push(it.slot, it.depth);
+      ++memo_count_;
+      return;
+    }
+    memo_put(memo_count_, it);
+  }
   const Item& memo_get(std::uint64_t index);
 
   ScratchLease scratch_;  // first: the references below point into it
   ItemStack& stack_;
   std::vector<std::size_t>& marks_;
-  std::vector<Item>& memo_;  // dense part (see memo_put)
+  ItemStack& memo_;  // dense part (see memo_put)
   const UnpicklerOptions& options_;
   std::span<const Buffer> buffers_;
   std::size_t next_buffer_ = 0;
@@ -293,13 +328,14 @@ class Machine {
   std::unordered_map<std::uint64_t, Item> sparse_memo_;
   std::size_t memo_count_ = 0;  // entries stored (MEMOIZE's next index, as in CPython)
   std::size_t dense_memo_limit_;
-  Py2Encoding py2_encoding_;
+  std::optional<Py2Encoding> py2_encoding_;  // options_.encoding, parsed at the first Python 2 str
 };
 
 Slot Machine::py2_string(std::string_view body, bool view) {
   auto keep = [&](std::string_view b) { return view ? b : graph_->store(b); };
   std::size_t bad;
-  switch (py2_encoding_) {
+  if (!py2_encoding_) py2_encoding_ = parse_encoding(options_.encoding);  // only Python 2 streams need it
+  switch (*py2_encoding_) {
     case Py2Encoding::bytes: return text(Kind::Bytes, keep(body));
     case Py2Encoding::ascii:
       if (!is_ascii(body, &bad)) fail(ascii_error(body, bad));
@@ -331,7 +367,8 @@ void Machine::memo_put(std::uint64_t index, const Item& it) {
   std::size_t dense_bound = std::min(dense_memo_limit_, 2 * memo_count_ + 1024);
   if (index < memo_.size() || index < dense_bound) {
     if (index >= memo_.size()) {
-      std::size_t grow_to = std::max<std::size_t>(static_cast<std::size_t>(index) + 1, memo_.size() * 2);
+      // At least 32 entries at once: a small stream's few MEMOIZEs then resize the memo once.
+      std::size_t grow_to = std::max<std::size_t>({static_cast<std::size_t>(index) + 1, memo_.size() * 2, 32});
       Item empty;
       empty.depth = kEmptyMemo;
       memo_.resize(std::max<std::size_t>(static_cast<std::size_t>(index) + 1, std::min(grow_to, dense_bound)), empty);
@@ -535,12 +572,8 @@ void Machine::move_items(std::size_t target, std::size_t from, Kind container, c
     out = container == Kind::List ? &t.slot.node->object().list_items : &t.slot.node->object().set_items;
   else fail(std::string(opcode) + " target is not " + wanted + " but " + std::string(to_string(kind_of(t.slot))));
   grow(*out, stack_.size() - from);
-  std::uint32_t deepest = 0;
-  for (std::size_t i = from; i < stack_.size(); ++i) {
-    out->push_back(stack_[i].slot);
-    deepest = std::max(deepest, stack_[i].depth);
-  }
-  if (from < stack_.size()) t.depth = std::max(t.depth, checked_depth(std::uint64_t(deepest) + 1));
+  append_slots(*out, from);
+  if (from < stack_.size()) t.depth = std::max(t.depth, checked_depth(std::uint64_t(deepest_from(from)) + 1));
   stack_.resize(from);
 }
 
@@ -603,9 +636,20 @@ Value Machine::run() {
         else push(decimal_int(line, true));
         break;
       }
-      case op::BININT: push(int_slot(static_cast<std::int32_t>(static_cast<std::uint32_t>(read_le(4))))); break;
-      case op::BININT1: push(int_slot(static_cast<std::int64_t>(read_le(1)))); break;
-      case op::BININT2: push(int_slot(static_cast<std::int64_t>(read_le(2)))); break;
+      // A list of ints is a run of the same opcode: take the run here rather than through the
+      // dispatch's indirect jump once per int (next_is, below).
+      case op::BININT:
+        do push(int_slot(static_cast<std::int32_t>(static_cast<std::uint32_t>(read_le(4)))));
+        while (next_is(op::BININT));
+        break;
+      case op::BININT1:
+        do push(int_slot(static_cast<std::int64_t>(read_le(1))));
+        while (next_is(op::BININT1));
+        break;
+      case op::BININT2:
+        do push(int_slot(static_cast<std::int64_t>(read_le(2))));
+        while (next_is(op::BININT2));
+        break;
       case op::LONG: {
         std::string_view line = readline();
         if (!line.empty() && line.back() == 'L') line.remove_suffix(1);
@@ -682,6 +726,7 @@ Value Machine::run() {
         std::size_t bad;
         if (!valid_utf8(body, /*surrogates=*/true, &bad)) fail(utf8_error(body, bad));
         push(text(Kind::Str, body));
+        if (next_is(op::MEMOIZE)) memoize(top());  // a protocol-4+ str is memoised at once
         break;
       }
       case op::BINBYTES:
@@ -888,7 +933,7 @@ Value Machine::run() {
         memo_put(idx, top());
         break;
       }
-      case op::MEMOIZE: memo_put(memo_count_, top()); break;
+      case op::MEMOIZE: memoize(top()); break;
       case op::EXT1:
       case op::EXT2:
       case op::EXT4: {

@@ -14,7 +14,7 @@ namespace picklewire {
 
 namespace {
 
-// Node chunks grow 16, 32, ... up to kMaxChunkNodes nodes. Full-size chunks of dead graphs are
+// Node chunks grow 12 (inside the Graph), 24, 48, ... up to kMaxChunkNodes nodes. Full-size chunks of dead graphs are
 // kept per thread (at most kPooledChunks, ~29 MB) for the next graph: a process that loads message
 // after message then builds nodes in warm memory instead of having the kernel fault in and zero
 // fresh pages for every load (that was ~20% of loading many small objects).
@@ -60,20 +60,25 @@ static_assert(std::is_same_v<std::variant_alternative_t<kComplexIndex, Payload>,
 static_assert(std::is_same_v<std::variant_alternative_t<kGlobalIndex, Payload>, GlobalName> &&
               kTrivialAlternative<kGlobalIndex>);
 
-Graph::Graph() = default;
+Graph::Graph() : current_{inline_nodes_, 0, kInlineNodes} {}
+
+void Graph::destroy_chunk(Chunk& c) noexcept {
+  auto* nodes = reinterpret_cast<Node*>(c.memory);
+  for (std::size_t i = 0; i < c.used; ++i) {
+    // Text, ComplexNumber and GlobalName payloads are trivially destructible: skip the
+    // variant's destructor dispatch for them (most nodes of a typical graph are strings).
+    const std::size_t payload = nodes[i].payload.index();
+    if (payload == kTextIndex || payload == kComplexIndex || payload == kGlobalIndex) continue;
+    nodes[i].~Node();
+  }
+  if (c.memory == inline_nodes_) return;
+  std::unique_ptr<std::byte[]> memory(c.memory);
+  if (c.capacity == kMaxChunkNodes) pool_chunk(memory);
+}
 
 Graph::~Graph() {
-  for (Chunk& c : chunks_) {
-    auto* nodes = reinterpret_cast<Node*>(c.memory.get());
-    for (std::size_t i = 0; i < c.used; ++i) {
-      // Text, ComplexNumber and GlobalName payloads are trivially destructible: skip the
-      // variant's destructor dispatch for them (most nodes of a typical graph are strings).
-      const std::size_t payload = nodes[i].payload.index();
-      if (payload == kTextIndex || payload == kComplexIndex || payload == kGlobalIndex) continue;
-      nodes[i].~Node();
-    }
-    if (c.capacity == kMaxChunkNodes) pool_chunk(c.memory);
-  }
+  for (Chunk& c : full_) destroy_chunk(c);
+  destroy_chunk(current_);
   // Release imported graphs without recursing: a chain of graphs that each import the next would
   // otherwise nest one destructor call per link. The outermost ~Graph on this thread drains a queue.
   static thread_local std::vector<std::shared_ptr<Graph>>* pending = nullptr;
@@ -91,17 +96,19 @@ Graph::~Graph() {
   pending = nullptr;
 }
 
+void Graph::next_chunk() {
+  const std::size_t capacity = std::min<std::size_t>(current_.capacity * 2, kMaxChunkNodes);
+  std::unique_ptr<std::byte[]> memory;
+  if (capacity == kMaxChunkNodes) memory = take_pooled_chunk();
+  if (!memory) memory.reset(new std::byte[capacity * sizeof(Node)]);
+  full_.reserve(full_.size() + 1);  // may throw: before anything changes hands
+  full_.push_back(current_);
+  current_ = {memory.release(), 0, capacity};
+}
+
 Node* Graph::new_node(Kind kind) {
-  if (chunks_.empty() || chunks_.back().used == chunks_.back().capacity) {
-    std::size_t capacity = chunks_.empty() ? 16 : std::min<std::size_t>(chunks_.back().capacity * 2, kMaxChunkNodes);
-    Chunk c;
-    if (capacity == kMaxChunkNodes) c.memory = take_pooled_chunk();
-    if (!c.memory) c.memory.reset(new std::byte[capacity * sizeof(Node)]);
-    c.capacity = capacity;
-    chunks_.push_back(std::move(c));
-  }
-  Chunk& c = chunks_.back();
-  void* at = c.memory.get() + c.used * sizeof(Node);
+  if (current_.used == current_.capacity) [[unlikely]] next_chunk();
+  void* at = current_.memory + current_.used * sizeof(Node);
   Node* n = nullptr;
   switch (kind) {
     case Kind::Int:  // big int: LE two's complement bytes
@@ -126,7 +133,7 @@ Node* Graph::new_node(Kind kind) {
     case Kind::Bool:
     case Kind::Float: n = new (at) Node(kind); break;
   }
-  ++c.used;
+  ++current_.used;
   ++node_count_;
   return n;
 }
