@@ -26,15 +26,17 @@ struct Text {  // Str (UTF-8), Bytes, ByteArray, big Int (LE two's complement)
 struct ComplexNumber {
   double real = 0, imag = 0;
 };
-using Items = std::vector<Slot>;                      // Tuple, List, Set, FrozenSet
-using Entries = std::vector<std::pair<Slot, Slot>>;   // Dict
+// Container payloads allocate from their graph's memory (Graph::Memory): a small tuple or dict
+// costs a bump of a pointer, not a malloc and a free.
+using Items = std::pmr::vector<Slot>;                      // Tuple, List, Set, FrozenSet
+using Entries = std::pmr::vector<std::pair<Slot, Slot>>;   // Dict
 struct GlobalName {
   std::string_view module, name;
 };
 struct ObjectData {
   ObjectForm form = ObjectForm::Reduce;
   Slot callable, args, kwargs;
-  std::vector<Slot> states;
+  Items states;
   Items list_items;
   Entries dict_items;
   Items set_items;
@@ -115,20 +117,46 @@ class Graph {
  private:
   bool reaches(const Graph* target) const;
 
-  // Nodes live in chunks of 12, 24, 48, ... nodes. The first chunk is inside the Graph itself, so
-  // a small load (a message's metadata) allocates no node memory at all. 12, not 16: the Graph and
-  // its shared_ptr control block then stay under 1 KiB, within glibc's fast per-thread cache.
-  static constexpr std::size_t kInlineNodes = 12;
+  // The graph's memory: node chunks, container payloads and stored text. Small blocks are bumped
+  // from an arena that starts inside the Graph and is freed with it, so a small load (a message's
+  // metadata) allocates nothing but the Graph. Blocks of kLargeBlock bytes or more come from the
+  // heap and are freed one by one, so a big list that grows does not leave its old buffers behind.
+  class Memory final : public std::pmr::memory_resource {
+   public:
+    static constexpr std::size_t kLargeBlock = 4096;
+    Memory(void* initial, std::size_t size) : arena_(initial, size) {}
+    // Always from the arena, whatever the size (text is never freed before the graph).
+    void* arena_allocate(std::size_t bytes, std::size_t align) { return arena_.allocate(bytes, align); }
+
+   private:
+    void* do_allocate(std::size_t bytes, std::size_t align) override {
+      return bytes >= kLargeBlock ? ::operator new(bytes, std::align_val_t(align)) : arena_.allocate(bytes, align);
+    }
+    void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
+      if (bytes >= kLargeBlock) ::operator delete(p, std::align_val_t(align));
+    }
+    bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+    std::pmr::monotonic_buffer_resource arena_;
+  };
+
+  // Nodes live in chunks of 10, 20, 40, ... nodes (the first from the Graph's inline arena), up
+  // to kMaxChunkNodes; full-size chunks come from a per-thread pool (value.cpp).
+  static constexpr std::size_t kFirstChunkNodes = 10;
+  // Inline arena: the first node chunk plus a small tuple and dict (what a numpy array's metadata
+  // needs), while the Graph and its shared_ptr control block stay within glibc's per-thread cache
+  // (<= 1032 bytes).
+  static constexpr std::size_t kInlineArena = 720;
   struct Chunk {
-    std::byte* memory = nullptr;  // inline_nodes_ or owned (new[] / the per-thread chunk pool)
+    std::byte* memory = nullptr;  // from memory_, or (kMaxChunkNodes nodes) new[] / the pool
     std::size_t used = 0, capacity = 0;
   };
   void next_chunk();
   void destroy_chunk(Chunk& c) noexcept;
+  alignas(std::max_align_t) std::byte inline_arena_[kInlineArena];
+  Memory memory_;
   Chunk current_;             // where new nodes go
   std::vector<Chunk> full_;   // earlier, full chunks
   std::size_t node_count_ = 0;
-  std::pmr::monotonic_buffer_resource text_;
   bool kept_none_ = true;
   Buffer first_kept_;  // keep_alive: usually the one stream a load views
   std::vector<Buffer> more_kept_;
@@ -137,7 +165,6 @@ class Graph {
   // importing cannot close a cycle and the reachability search is skipped (building bottom-up
   // with the static factories stays linear).
   std::atomic<bool> imported_{false};
-  alignas(Node) std::byte inline_nodes_[kInlineNodes * sizeof(Node)];
 };
 
 }  // namespace picklewire

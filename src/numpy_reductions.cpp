@@ -292,7 +292,7 @@ struct Lowering {
   }
   Slot tuple(std::vector<Slot> items) {
     Node* n = g.new_node(Kind::Tuple);
-    n->items() = std::move(items);
+    n->items().assign(items.begin(), items.end());
     return node_slot(n);
   }
   Slot global(std::string_view module, std::string_view name) {  // string literals: static storage

@@ -22,15 +22,8 @@ int hex_value(unsigned char c) {
 }
 }  // namespace
 
-bool valid_utf8(std::string_view s, bool surrogates, std::size_t* bad) {
+bool valid_utf8_slow(std::string_view s, bool surrogates, std::size_t* bad) {
   std::size_t i = 0, n = s.size();
-  // Short ASCII strings (keys, names, small values: most strs in a pickle) in one or two loads.
-  if (n >= 4 && n <= 8) {
-    std::uint32_t head, tail;
-    std::memcpy(&head, s.data(), 4);
-    std::memcpy(&tail, s.data() + n - 4, 4);
-    if (((head | tail) & 0x80808080u) == 0) return true;
-  }
   while (i < n) {
     // ASCII fast path, 8 bytes at a time.
     while (i + 8 <= n) {

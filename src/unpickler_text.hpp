@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -13,7 +14,19 @@ namespace picklewire {
 
 // True when `s` is well-formed UTF-8; with `surrogates`, encoded U+D800..U+DFFF are accepted too
 // (CPython's 'surrogatepass'). On failure *bad is the offset of the offending byte.
-bool valid_utf8(std::string_view s, bool surrogates, std::size_t* bad);
+bool valid_utf8_slow(std::string_view s, bool surrogates, std::size_t* bad);
+// Short ASCII strings (keys, names, small values: most strs in a pickle) are checked inline with
+// two overlapping 4-byte loads; the rest goes to the full validator.
+inline bool valid_utf8(std::string_view s, bool surrogates, std::size_t* bad) {
+  const std::size_t n = s.size();
+  if (n >= 4 && n <= 8) {
+    std::uint32_t head, tail;
+    std::memcpy(&head, s.data(), 4);
+    std::memcpy(&tail, s.data() + n - 4, 4);
+    if (((head | tail) & 0x80808080u) == 0) return true;
+  }
+  return valid_utf8_slow(s, surrogates, bad);
+}
 // CPython's UnicodeDecodeError text for a failure at `bad`.
 std::string utf8_error(std::string_view s, std::size_t bad);
 bool is_ascii(std::string_view s, std::size_t* bad);

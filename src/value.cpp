@@ -14,7 +14,7 @@ namespace picklewire {
 
 namespace {
 
-// Node chunks grow 12 (inside the Graph), 24, 48, ... up to kMaxChunkNodes nodes. Full-size chunks of dead graphs are
+// Node chunks grow 10 (in the Graph's inline arena), 20, 40, ... up to kMaxChunkNodes nodes. Full-size chunks of dead graphs are
 // kept per thread (at most kPooledChunks, ~29 MB) for the next graph: a process that loads message
 // after message then builds nodes in warm memory instead of having the kernel fault in and zero
 // fresh pages for every load (that was ~20% of loading many small objects).
@@ -60,9 +60,10 @@ static_assert(std::is_same_v<std::variant_alternative_t<kComplexIndex, Payload>,
 static_assert(std::is_same_v<std::variant_alternative_t<kGlobalIndex, Payload>, GlobalName> &&
               kTrivialAlternative<kGlobalIndex>);
 
-Graph::Graph() : current_{inline_nodes_, 0, kInlineNodes} {}
+Graph::Graph() : memory_(inline_arena_, kInlineArena) {}
 
 void Graph::destroy_chunk(Chunk& c) noexcept {
+  if (!c.memory) return;  // a graph without nodes
   auto* nodes = reinterpret_cast<Node*>(c.memory);
   for (std::size_t i = 0; i < c.used; ++i) {
     // Text, ComplexNumber and GlobalName payloads are trivially destructible: skip the
@@ -71,9 +72,12 @@ void Graph::destroy_chunk(Chunk& c) noexcept {
     if (payload == kTextIndex || payload == kComplexIndex || payload == kGlobalIndex) continue;
     nodes[i].~Node();
   }
-  if (c.memory == inline_nodes_) return;
+  if (c.capacity != kMaxChunkNodes) {
+    memory_.deallocate(c.memory, c.capacity * sizeof(Node), alignof(Node));
+    return;
+  }
   std::unique_ptr<std::byte[]> memory(c.memory);
-  if (c.capacity == kMaxChunkNodes) pool_chunk(memory);
+  pool_chunk(memory);  // or frees it
 }
 
 Graph::~Graph() {
@@ -97,13 +101,22 @@ Graph::~Graph() {
 }
 
 void Graph::next_chunk() {
+  if (!current_.memory) {  // the first chunk
+    current_ = {static_cast<std::byte*>(memory_.allocate(kFirstChunkNodes * sizeof(Node), alignof(Node))), 0,
+                kFirstChunkNodes};
+    return;
+  }
   const std::size_t capacity = std::min<std::size_t>(current_.capacity * 2, kMaxChunkNodes);
-  std::unique_ptr<std::byte[]> memory;
-  if (capacity == kMaxChunkNodes) memory = take_pooled_chunk();
-  if (!memory) memory.reset(new std::byte[capacity * sizeof(Node)]);
   full_.reserve(full_.size() + 1);  // may throw: before anything changes hands
+  std::byte* memory;
+  if (capacity == kMaxChunkNodes) {
+    std::unique_ptr<std::byte[]> pooled = take_pooled_chunk();
+    memory = pooled ? pooled.release() : new std::byte[capacity * sizeof(Node)];
+  } else {
+    memory = static_cast<std::byte*>(memory_.allocate(capacity * sizeof(Node), alignof(Node)));
+  }
   full_.push_back(current_);
-  current_ = {memory.release(), 0, capacity};
+  current_ = {memory, 0, capacity};
 }
 
 Node* Graph::new_node(Kind kind) {
@@ -119,8 +132,8 @@ Node* Graph::new_node(Kind kind) {
     case Kind::Tuple:
     case Kind::List:
     case Kind::Set:
-    case Kind::FrozenSet: n = new (at) Node(kind, std::in_place_type<Items>); break;
-    case Kind::Dict: n = new (at) Node(kind, std::in_place_type<Entries>); break;
+    case Kind::FrozenSet: n = new (at) Node(kind, std::in_place_type<Items>, &memory_); break;
+    case Kind::Dict: n = new (at) Node(kind, std::in_place_type<Entries>, &memory_); break;
     case Kind::PickleBuffer: n = new (at) Node(kind, std::in_place_type<Buffer>); break;
     case Kind::Global: n = new (at) Node(kind, std::in_place_type<GlobalName>); break;
     case Kind::Object:
@@ -140,7 +153,7 @@ Node* Graph::new_node(Kind kind) {
 
 std::string_view Graph::store(std::string_view bytes) {
   if (bytes.empty()) return {};
-  void* p = text_.allocate(bytes.size(), 1);
+  void* p = memory_.arena_allocate(bytes.size(), 1);
   std::memcpy(p, bytes.data(), bytes.size());
   return {static_cast<const char*>(p), bytes.size()};
 }
