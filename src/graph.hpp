@@ -149,6 +149,9 @@ class Graph {
   struct Chunk {
     std::byte* memory = nullptr;  // from memory_, or (kMaxChunkNodes nodes) new[] / the pool
     std::size_t used = 0, capacity = 0;
+    // Nodes whose payload has a destructor to run (containers, buffers, objects, arrays). A
+    // chunk of only strings, bytes and scalars is freed without visiting its nodes.
+    std::size_t owning = 0;
   };
   void next_chunk();
   void destroy_chunk(Chunk& c) noexcept;

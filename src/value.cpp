@@ -54,6 +54,7 @@ using Payload = decltype(Node::payload);
 template <std::size_t I>
 constexpr bool kTrivialAlternative = std::is_trivially_destructible_v<std::variant_alternative_t<I, Payload>>;
 constexpr std::size_t kTextIndex = 1, kComplexIndex = 2, kGlobalIndex = 6;
+static_assert(std::is_same_v<std::variant_alternative_t<0, Payload>, std::monostate>);
 static_assert(std::is_same_v<std::variant_alternative_t<kTextIndex, Payload>, Text> && kTrivialAlternative<kTextIndex>);
 static_assert(std::is_same_v<std::variant_alternative_t<kComplexIndex, Payload>, ComplexNumber> &&
               kTrivialAlternative<kComplexIndex>);
@@ -65,12 +66,13 @@ Graph::Graph() : memory_(inline_arena_, kInlineArena) {}
 void Graph::destroy_chunk(Chunk& c) noexcept {
   if (!c.memory) return;  // a graph without nodes
   auto* nodes = reinterpret_cast<Node*>(c.memory);
-  for (std::size_t i = 0; i < c.used; ++i) {
-    // Text, ComplexNumber and GlobalName payloads are trivially destructible: skip the
-    // variant's destructor dispatch for them (most nodes of a typical graph are strings).
+  // Only the `owning` nodes have destructors to run: stop after the last of them (a chunk of
+  // strings is not visited at all), and skip the variant's destructor dispatch for the others.
+  for (std::size_t i = 0, left = c.owning; left != 0 && i < c.used; ++i) {
     const std::size_t payload = nodes[i].payload.index();
-    if (payload == kTextIndex || payload == kComplexIndex || payload == kGlobalIndex) continue;
+    if (payload == 0 || payload == kTextIndex || payload == kComplexIndex || payload == kGlobalIndex) continue;
     nodes[i].~Node();
+    --left;
   }
   if (c.capacity != kMaxChunkNodes) {
     memory_.deallocate(c.memory, c.capacity * sizeof(Node), alignof(Node));
@@ -146,6 +148,8 @@ Node* Graph::new_node(Kind kind) {
     case Kind::Bool:
     case Kind::Float: n = new (at) Node(kind); break;
   }
+  const std::size_t payload = n->payload.index();
+  if (payload != 0 && payload != kTextIndex && payload != kComplexIndex && payload != kGlobalIndex) ++current_.owning;
   ++current_.used;
   ++node_count_;
   return n;

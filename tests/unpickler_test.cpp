@@ -164,6 +164,21 @@ TEST(Unpickler, MalformedStreamsGiveCPythonsMessagesAndOffsets) {
   expect_error("\x95\x02\x00\x00\x00\x00\x00\x00\x00N"sv, "pickle data was truncated", 0);
 }
 
+// Runs of BININT / BININT1 / BININT2 are decoded in one loop: each value, the run's end at another
+// opcode, and a truncated last one (reported at its own opcode) must come out as one at a time.
+TEST(Unpickler, IntRunsDecodeEachValueAndStopAtTheirEnd) {
+  const std::string ints = "[0, 1, 255, 256, 65535, 65536, -1, -2**31, 2**31 - 1, 7] * 700 + [3, 300, 70000]";
+  for (int protocol : {2, 5}) {
+    EXPECT_EQ(repr(load_bytes(cpython_dumps(ints, protocol))),
+              run_python("print(repr(" + ints + "), end='')"));
+  }
+  expect_error("(J\x01\x00\x00\x00J\x02\x00\x00\x00J\x03\x00"sv, "pickle data was truncated", 11);
+  expect_error("(K\x01K\x02K"sv, "pickle data was truncated", 5);
+  expect_error("(M\x01\x00M\x02"sv, "pickle data was truncated", 4);
+  expect_error("J\x01\x00"sv, "pickle data was truncated", 0);
+  EXPECT_EQ(repr(load_bytes("(K\x01K\x02M\x03\x01J\xff\xff\xff\xffK\x04l."sv)), "[1, 2, 259, -1, 4]");
+}
+
 TEST(Unpickler, LengthPrefixesBeyondTheInputFailBeforeAllocating) {
   // 2**62 bytes promised, a few present: refused at once (an allocation would abort the test).
   expect_error(std::string_view("\x80\x04\x8e\x00\x00\x00\x00\x00\x00\x00\x40xyz.", 15), "pickle data was truncated", 2);
