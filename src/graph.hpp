@@ -77,8 +77,14 @@ inline Slot int_slot(std::int64_t v) noexcept { return Slot(Kind::Int, v); }
 inline Slot bool_slot(bool b) noexcept { return Slot(Kind::Bool, b); }
 inline Slot float_slot(double f) noexcept { return Slot(Kind::Float, f); }
 
+// The heap behind every graph's large blocks (value.cpp): operator new / delete with a per-thread
+// cache of freed blocks, so a process that loads message after message reuses warm memory.
+std::pmr::memory_resource* large_blocks() noexcept;
+
 class Graph {
  public:
+  // Blocks this large or larger are not bumped from a graph's arena (see Memory).
+  static constexpr std::size_t kLargeBlockBytes = 4096;
   Graph();
   ~Graph();  // iterative over chains of imported graphs
   Graph(const Graph&) = delete;
@@ -119,35 +125,35 @@ class Graph {
 
   // The graph's memory: node chunks, container payloads and stored text. Small blocks are bumped
   // from an arena that starts inside the Graph and is freed with it, so a small load (a message's
-  // metadata) allocates nothing but the Graph. Blocks of kLargeBlock bytes or more come from the
-  // heap and are freed one by one, so a big list that grows does not leave its old buffers behind.
+  // metadata) allocates nothing but the Graph. Blocks of kLargeBlockBytes or more, and the
+  // arena's own refills, come from large_blocks() and are freed one by one, so a big list that
+  // grows does not leave its old buffers behind.
   class Memory final : public std::pmr::memory_resource {
    public:
-    static constexpr std::size_t kLargeBlock = 4096;
-    Memory(void* initial, std::size_t size) : arena_(initial, size) {}
+    Memory(void* initial, std::size_t size) : arena_(initial, size, large_blocks()) {}
     // Always from the arena, whatever the size (text is never freed before the graph).
     void* arena_allocate(std::size_t bytes, std::size_t align) { return arena_.allocate(bytes, align); }
 
    private:
     void* do_allocate(std::size_t bytes, std::size_t align) override {
-      return bytes >= kLargeBlock ? ::operator new(bytes, std::align_val_t(align)) : arena_.allocate(bytes, align);
+      return bytes >= kLargeBlockBytes ? large_blocks()->allocate(bytes, align) : arena_.allocate(bytes, align);
     }
     void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
-      if (bytes >= kLargeBlock) ::operator delete(p, std::align_val_t(align));
+      if (bytes >= kLargeBlockBytes) large_blocks()->deallocate(p, bytes, align);
     }
     bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
     std::pmr::monotonic_buffer_resource arena_;
   };
 
   // Nodes live in chunks of 10, 20, 40, ... nodes (the first from the Graph's inline arena), up
-  // to kMaxChunkNodes; full-size chunks come from a per-thread pool (value.cpp).
+  // to kMaxChunkNodes (value.cpp), all from memory_.
   static constexpr std::size_t kFirstChunkNodes = 10;
   // Inline arena: the first node chunk plus a small tuple and dict (what a numpy array's metadata
   // needs), while the Graph and its shared_ptr control block stay within glibc's per-thread cache
   // (<= 1032 bytes).
   static constexpr std::size_t kInlineArena = 720;
   struct Chunk {
-    std::byte* memory = nullptr;  // from memory_, or (kMaxChunkNodes nodes) new[] / the pool
+    std::byte* memory = nullptr;  // from memory_
     std::size_t used = 0, capacity = 0;
     // Nodes whose payload has a destructor to run (containers, buffers, objects, arrays). A
     // chunk of only strings, bytes and scalars is freed without visiting its nodes.

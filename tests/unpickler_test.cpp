@@ -368,10 +368,10 @@ TEST(Unpickler, MemoSparseAndDenseIndicesMix) {
   EXPECT_EQ(v[3002].as_int(), 5);
 }
 
-// The unpickler keeps its scratch (stack, memo) and dead graphs' node chunks per thread for the
+// The unpickler keeps its scratch (stack, memo) and dead graphs' memory blocks per thread for the
 // next load. A load nested in persistent_load must get scratch of its own, a failed load must not
 // leave items behind for the next one, and graphs made on one thread and destroyed on another
-// (returning their chunks to that thread's pool) must stay intact meanwhile.
+// (returning their memory blocks to that thread's cache) must stay intact meanwhile.
 TEST(Unpickler, PerThreadScratchAndChunkReuseKeepLoadsIndependent) {
   const std::string big = cpython_dumps("[[i, str(i)] for i in range(70000)]", 5);  // > one full chunk
   const std::string inner = cpython_dumps("{'inner': [1, 2, 3]}", 5);
@@ -395,8 +395,8 @@ TEST(Unpickler, PerThreadScratchAndChunkReuseKeepLoadsIndependent) {
   for (std::size_t t = 0; t < made.size(); ++t)
     loaders.emplace_back([&, t] { made[t] = load(bytes_of(big)); });
   for (auto& th : loaders) th.join();
-  // Destroy two graphs on this thread (their chunks join this thread's pool), load again here
-  // (reusing those chunks), and check that the two survivors and the new graph are all intact.
+  // Destroy two graphs on this thread (their blocks join this thread's cache), load again here
+  // (reusing those blocks), and check that the two survivors and the new graph are all intact.
   made[0] = Value();
   made[1] = Value();
   Value again = load(bytes_of(big));
