@@ -24,7 +24,8 @@ def make_streams():
     """name -> (object, number of objects it holds, [out-of-band payload sizes])."""
     many_small = [{"id": i, "name": "item%d" % i, "tags": ("a%d" % (i % 7), i * 0.5), "ok": i % 2 == 0}
                   for i in range(100_000)]
-    ints_strs = [i * 7919 for i in range(100_000)] + ["s%d" % i for i in range(100_000)]
+    ints = [i * 7919 for i in range(200_000)]
+    ints_strs = ints[:100_000] + ["s%d" % i for i in range(100_000)]
     mixed = {
         "records": [(i, "user%d" % i, [i, i + 1, i + 2], {"score": i / 3, "flag": None}) for i in range(20_000)],
         "blobs": [bytes([i % 256]) * (100 + i % 5000) for i in range(2_000)],
@@ -36,6 +37,7 @@ def make_streams():
     mixed_count = 20_000 * 4 + 2_000 + 20_000 + 20_000 + 5_000 + 5_000
     return {
         "many_small_dicts": (many_small, 100_000 * 5, []),
+        "ints": (ints, 200_000, []),
         "ints_and_strs": (ints_strs, 200_000, []),
         "mixed_graph": (mixed, mixed_count, []),
         # A large array as a protocol-5 peer sends it: metadata in-band, the data out-of-band.
