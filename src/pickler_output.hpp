@@ -2,6 +2,7 @@
 // memo table. Split from pickler.cpp so each piece can be read (and tested) on its own.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -45,11 +46,17 @@ class PickleOutput {
   void write(std::string_view s) { write(s.data(), s.size()); }
 
   // An opcode with a little-endian length (or index) argument of `width` bytes.
+  // (Every int, memo index and length goes through here: room for the widest form is reserved and
+  // all 8 value bytes stored at once; only 1 + width of them count.)
   void put_with_le(std::uint8_t opcode, std::uint64_t value, int width) {
-    char header[9];
-    header[0] = static_cast<char>(opcode);
-    for (int i = 0; i < width; ++i) header[1 + i] = static_cast<char>((value >> (8 * i)) & 0xff);
-    write(header, 1 + static_cast<std::size_t>(width));
+    char* dst = reserve(9);
+    dst[0] = static_cast<char>(opcode);
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(dst + 1, &value, 8);
+    } else {
+      for (int i = 0; i < width; ++i) dst[1 + i] = static_cast<char>((value >> (8 * i)) & 0xff);
+    }
+    len_ += 1 + static_cast<std::size_t>(width);
   }
 
   // Header + payload, the payload outside any frame when it is large (_Pickler_write_bytes).
