@@ -179,6 +179,19 @@ TEST(Unpickler, IntRunsDecodeEachValueAndStopAtTheirEnd) {
   EXPECT_EQ(repr(load_bytes("(K\x01K\x02M\x03\x01J\xff\xff\xff\xffK\x04l."sv)), "[1, 2, 259, -1, 4]");
 }
 
+// Big containers arrive as batches of 1000 and the loader reserves ahead on an estimate from the
+// rest of the stream (Machine::expected_size): the estimate must never show in the result, whatever
+// follows the batches (FRAME headers, a big payload the estimate mistakes for more items, nested
+// containers, another container of the same kind) and whether the last batch is full or not.
+TEST(Unpickler, ContainersBuiltInBatchesAreExactWhateverFollows) {
+  const std::string obj =
+      "[list(range(3000)), {i: -i for i in range(2500)}, [[i] for i in range(2001)], set(range(1000)),"
+      " list(range(1000)), b'x' * 300000, ['s%d' % i for i in range(1500)], {i: str(i) for i in range(1000)}]";
+  for (int protocol : {2, 4, 5}) {
+    EXPECT_EQ(repr(load_bytes(cpython_dumps(obj, protocol))), run_python("print(repr(" + obj + "), end='')"));
+  }
+}
+
 TEST(Unpickler, LengthPrefixesBeyondTheInputFailBeforeAllocating) {
   // 2**62 bytes promised, a few present: refused at once (an allocation would abort the test).
   expect_error(std::string_view("\x80\x04\x8e\x00\x00\x00\x00\x00\x00\x00\x40xyz.", 15), "pickle data was truncated", 2);
