@@ -42,9 +42,17 @@ struct ObjectData {
   Items set_items;
 };
 
+// A PickleBuffer node's Buffer lives in its graph's arena and is only destroyed, never freed, with
+// the node: held by pointer, it keeps the largest payload at 32 bytes and every node at 48 (a
+// Buffer inline made all of them 56: a sixth more memory written for every str of a load).
+struct DestroyOnly {
+  void operator()(Buffer* b) const noexcept { b->~Buffer(); }
+};
+using ArenaBuffer = std::unique_ptr<Buffer, DestroyOnly>;
+
 struct Node {
   Kind kind;
-  std::variant<std::monostate, Text, ComplexNumber, Items, Entries, Buffer, GlobalName,
+  std::variant<std::monostate, Text, ComplexNumber, Items, Entries, ArenaBuffer, GlobalName,
                std::unique_ptr<ObjectData>, std::unique_ptr<NDArray>>
       payload;
 
@@ -58,7 +66,8 @@ struct Node {
   Entries& entries() { return std::get<Entries>(payload); }
   ObjectData& object() { return *std::get<std::unique_ptr<ObjectData>>(payload); }
   NDArray& array() { return *std::get<std::unique_ptr<NDArray>>(payload); }
-  Buffer& buffer() { return std::get<Buffer>(payload); }
+  const Buffer& buffer() const { return *std::get<ArenaBuffer>(payload); }
+  Buffer& buffer() { return *std::get<ArenaBuffer>(payload); }
   GlobalName& global() { return std::get<GlobalName>(payload); }
 };
 

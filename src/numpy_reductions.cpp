@@ -201,7 +201,7 @@ std::uint64_t expected_bytes(const std::vector<std::int64_t>& shape, const DType
 std::optional<Buffer> data_of(const Slot& s, const DType& dtype, bool writable_copy) {
   const Node* n = node_of(s);
   if (!n) return std::nullopt;
-  if (n->kind == Kind::PickleBuffer) return std::get<Buffer>(n->payload);
+  if (n->kind == Kind::PickleBuffer) return n->buffer();
   if (n->kind != Kind::Bytes && n->kind != Kind::ByteArray) return std::nullopt;
   std::string_view bytes = std::get<Text>(n->payload).data;
   if (reinterpret_cast<std::uintptr_t>(bytes.data()) % dtype.alignment() == 0) return Buffer::wrap(bytes.data(), bytes.size());

@@ -178,7 +178,11 @@ Node* Graph::new_node(Kind kind) {
     case Kind::Set:
     case Kind::FrozenSet: n = new (at) Node(kind, std::in_place_type<Items>, &memory_); break;
     case Kind::Dict: n = new (at) Node(kind, std::in_place_type<Entries>, &memory_); break;
-    case Kind::PickleBuffer: n = new (at) Node(kind, std::in_place_type<Buffer>); break;
+    case Kind::PickleBuffer: {
+      auto* buffer = new (memory_.arena_allocate(sizeof(Buffer), alignof(Buffer))) Buffer();
+      n = new (at) Node(kind, std::in_place_type<ArenaBuffer>, buffer);
+      break;
+    }
     case Kind::Global: n = new (at) Node(kind, std::in_place_type<GlobalName>); break;
     case Kind::Object:
       n = new (at) Node(kind, std::in_place_type<std::unique_ptr<ObjectData>>, std::make_unique<ObjectData>());
