@@ -349,9 +349,16 @@ class Machine {
     const std::size_t n = stack_.size() - from;
     const Item* items = &stack_[from];
     out.insert(out.end(), SlotIterator{items}, SlotIterator{items + n});
-    std::uint32_t deepest = 0;
-    for (std::size_t i = 0; i < n; ++i) deepest = std::max(deepest, items[i].depth);
-    return deepest;
+    return deepest_of(items, n);
+  }
+  // The largest depth among n items: four independent maxima, not one chain of dependent compares.
+  static std::uint32_t deepest_of(const Item* items, std::size_t n) {
+    std::uint32_t d[4] = {0, 0, 0, 0};
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+      for (int k = 0; k < 4; ++k) d[k] = std::max(d[k], items[i + k].depth);
+    for (; i < n; ++i) d[0] = std::max(d[0], items[i].depth);
+    return std::max(std::max(d[0], d[1]), std::max(d[2], d[3]));
   }
   // Moves stack_[from, end) into a new container node of `kind` and returns it (not pushed).
   Item collect(Kind kind, std::size_t from) {
