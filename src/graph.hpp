@@ -90,6 +90,9 @@ inline Slot float_slot(double f) noexcept { return Slot(Kind::Float, f); }
 // cache of freed blocks, so a process that loads message after message reuses warm memory.
 std::pmr::memory_resource* large_blocks() noexcept;
 
+// Thrown by Graph when a node beyond Graph::limit_nodes would be made.
+struct NodeLimitReached {};
+
 class Graph {
  public:
   // Blocks this large or larger are not bumped from a graph's arena (see Memory).
@@ -104,12 +107,14 @@ class Graph {
   // A new Str / Bytes / ByteArray / big-Int node viewing `data` (the loader's hot path: inline,
   // no dispatch on the kind).
   Node* new_text_node(Kind kind, std::string_view data) {
-    if (current_.used == current_.capacity) [[unlikely]] next_chunk();
+    if (current_.used == current_.stop) [[unlikely]] make_room();
     Node* n = new (current_.memory + current_.used * sizeof(Node)) Node(kind, std::in_place_type<Text>, Text{data});
     ++current_.used;
-    ++node_count_;
     return n;
   }
+  // At most `n` nodes in all: making one more throws NodeLimitReached (the unpickler's max_nodes,
+  // checked on the chunk's own bound, so the hot path tests one counter). SIZE_MAX: no limit.
+  void limit_nodes(std::size_t n) noexcept;
   // Copies `bytes` into graph-owned storage (for text the stream cannot be viewed for).
   std::string_view store(std::string_view bytes);
   // Lets nodes view bytes of `buffer` (the pickle stream) instead of copying them.
@@ -127,7 +132,7 @@ class Graph {
   // A Slot for `v` valid inside this graph (imports v's graph when it is another one).
   Slot adopt(const Value& v);
 
-  std::size_t node_count() const noexcept { return node_count_; }
+  std::size_t node_count() const noexcept { return full_nodes_ + current_.used; }
 
  private:
   bool reaches(const Graph* target) const;
@@ -164,17 +169,20 @@ class Graph {
   struct Chunk {
     std::byte* memory = nullptr;  // from memory_
     std::size_t used = 0, capacity = 0;
+    std::size_t stop = 0;  // new nodes go up to here (capacity, or fewer when the node limit is near)
     // Nodes whose payload has a destructor to run (containers, buffers, objects, arrays). A
     // chunk of only strings, bytes and scalars is freed without visiting its nodes.
     std::size_t owning = 0;
   };
+  void make_room();  // a node can be made at current_.used, or NodeLimitReached
   void next_chunk();
   void destroy_chunk(Chunk& c) noexcept;
   alignas(std::max_align_t) std::byte inline_arena_[kInlineArena];
   Memory memory_;
   Chunk current_;             // where new nodes go
   std::vector<Chunk> full_;   // earlier, full chunks
-  std::size_t node_count_ = 0;
+  std::size_t full_nodes_ = 0;  // nodes in full_
+  std::size_t node_limit_ = SIZE_MAX;
   bool kept_none_ = true;
   Buffer first_kept_;  // keep_alive: usually the one stream a load views
   std::vector<Buffer> more_kept_;

@@ -191,9 +191,20 @@ class Machine {
     graph_->keep_alive(stream);
   }
 
-  Value run();
+  Value run() {
+    graph_->limit_nodes(options_.max_nodes);
+    try {
+      Value result = execute();
+      result.graph()->limit_nodes(SIZE_MAX);  // the loaded graph has no limit of its own
+      return result;
+    } catch (const NodeLimitReached&) {
+      fail("too many objects (max_nodes " + std::to_string(options_.max_nodes) + ")");
+    }
+  }
 
  private:
+  Value execute();  // the loop over opcodes
+
   [[noreturn, gnu::cold, gnu::noinline]] void fail(const std::string& what) const {
     throw UnpicklingError(what, op_offset_);
   }
@@ -287,16 +298,9 @@ class Machine {
   }
 
   // ---- graph
-  Node* make(Kind k) {
-    if (graph_->node_count() >= options_.max_nodes)
-      fail("too many objects (max_nodes " + std::to_string(options_.max_nodes) + ")");
-    return graph_->new_node(k);
-  }
-  [[gnu::always_inline]] Slot text(Kind k, std::string_view data) {
-    if (graph_->node_count() >= options_.max_nodes) [[unlikely]]
-      fail("too many objects (max_nodes " + std::to_string(options_.max_nodes) + ")");
-    return Slot(k, graph_->new_text_node(k, data));
-  }
+  // (max_nodes: the graph throws NodeLimitReached, which run() reports.)
+  Node* make(Kind k) { return graph_->new_node(k); }
+  [[gnu::always_inline]] Slot text(Kind k, std::string_view data) { return Slot(k, graph_->new_text_node(k, data)); }
   enum class Py2Encoding { ascii, latin1, utf8, bytes, unknown };
   static Py2Encoding parse_encoding(std::string_view name) {
     std::string n;
@@ -696,7 +700,7 @@ void Machine::set_items(std::size_t target, std::size_t from) {
 
 // ---------------------------------------------------------------- the loop
 
-Value Machine::run() {
+Value Machine::execute() {
   for (;;) {
     op_offset_ = pos_;
     if (pos_ >= end_) fail("Ran out of input");

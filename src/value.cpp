@@ -150,6 +150,17 @@ Graph::~Graph() {
   pending = nullptr;
 }
 
+void Graph::limit_nodes(std::size_t n) noexcept {
+  node_limit_ = n;
+  current_.stop = current_.used + std::min(current_.capacity - current_.used, n - std::min(n, node_count()));
+}
+
+void Graph::make_room() {
+  if (node_count() >= node_limit_) throw NodeLimitReached{};
+  if (current_.used == current_.capacity) next_chunk();
+  limit_nodes(node_limit_);  // the new stop
+}
+
 void Graph::next_chunk() {
   if (!current_.memory) {  // the first chunk
     current_ = {static_cast<std::byte*>(memory_.allocate(kFirstChunkNodes * sizeof(Node), alignof(Node))), 0,
@@ -160,11 +171,12 @@ void Graph::next_chunk() {
   full_.reserve(full_.size() + 1);  // may throw: before anything changes hands
   auto* memory = static_cast<std::byte*>(memory_.allocate(capacity * sizeof(Node), alignof(Node)));
   full_.push_back(current_);
+  full_nodes_ += current_.used;
   current_ = {memory, 0, capacity};
 }
 
 Node* Graph::new_node(Kind kind) {
-  if (current_.used == current_.capacity) [[unlikely]] next_chunk();
+  if (current_.used == current_.stop) [[unlikely]] make_room();
   void* at = current_.memory + current_.used * sizeof(Node);
   Node* n = nullptr;
   switch (kind) {
@@ -197,7 +209,6 @@ Node* Graph::new_node(Kind kind) {
   const std::size_t payload = n->payload.index();
   if (payload != 0 && payload != kTextIndex && payload != kComplexIndex && payload != kGlobalIndex) ++current_.owning;
   ++current_.used;
-  ++node_count_;
   return n;
 }
 
