@@ -79,6 +79,19 @@ struct SlotIterator {
 // loading a list of ints. (And vector::emplace_back was not inlined: ~37 instructions a MEMOIZE.)
 class ItemStack {
  public:
+  ItemStack() = default;
+  ItemStack(ItemStack&& o) noexcept
+      : items_(std::move(o.items_)),
+        data_(std::exchange(o.data_, nullptr)),
+        capacity_(std::exchange(o.capacity_, 0)),
+        size_(std::exchange(o.size_, 0)) {}
+  ItemStack& operator=(ItemStack&& o) noexcept {
+    items_ = std::move(o.items_);
+    data_ = std::exchange(o.data_, nullptr);
+    capacity_ = std::exchange(o.capacity_, 0);
+    size_ = std::exchange(o.size_, 0);
+    return *this;
+  }
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return items_.size(); }
   Item& back() noexcept { return data_[size_ - 1]; }
@@ -179,17 +192,26 @@ bool is_global(const Slot& s, std::string_view module, std::string_view name) {
 class Machine {
  public:
   Machine(const Buffer& stream, std::span<const Buffer> buffers, const UnpicklerOptions& options)
-      : stack_((*scratch_).stack),
-        marks_((*scratch_).marks),
-        memo_((*scratch_).memo),
+      : stack_(std::move((*scratch_).stack)),
+        marks_(std::move((*scratch_).marks)),
+        memo_(std::move((*scratch_).memo)),
         options_(options),
         buffers_(buffers),
         graph_(std::make_shared<Graph>()),
         base_(reinterpret_cast<const unsigned char*>(stream.data())),
         end_(stream.size()),
-        dense_memo_limit_(std::min<std::size_t>(stream.size() + 16, options.max_memo_entries)) {
+        dense_memo_limit_(std::min<std::size_t>(stream.size() + 16, options.max_memo_entries)),
+        memo_append_end_(dense_memo_limit_) {
     graph_->keep_alive(stream);
   }
+  ~Machine() {  // the scratch goes back to the lease, for this thread's next load
+    Scratch& scratch = *scratch_;
+    scratch.stack = std::move(stack_);
+    scratch.marks = std::move(marks_);
+    scratch.memo = std::move(memo_);
+  }
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
 
   Value run() {
     graph_->limit_nodes(options_.max_nodes);
@@ -397,10 +419,11 @@ class Machine {
 
   // ---- memo
   void memo_put(std::uint64_t index, const Item& it);
+  void store_memo(std::uint64_t index, const Item& it);  // memo_put's work
   // MEMOIZE: the next index, so almost always one past the dense part: append, without memo_put's
   // checks and without pre-filling empty entries.
   [[gnu::always_inline]] void memoize(const Item& it) {
-    if (memo_count_ == memo_.size() && memo_count_ < dense_memo_limit_ && sparse_memo_.empty()) [[likely]] {
+    if (memo_count_ < memo_append_end_) [[likely]] {
       memo_.push(it.slot, it.depth);
       ++memo_count_;
       return;
@@ -409,10 +432,12 @@ class Machine {
   }
   const Item& memo_get(std::uint64_t index);
 
-  ScratchLease scratch_;  // first: the references below point into it
-  ItemStack& stack_;
-  std::vector<std::size_t>& marks_;
-  ItemStack& memo_;  // dense part (see memo_put)
+  // The stack, marks and memo are the lease's, moved into the machine for the load (members, not
+  // references: one load less on every push) and moved back by ~Machine.
+  ScratchLease scratch_;  // first: destroyed last, after ~Machine has handed the scratch back
+  ItemStack stack_;
+  std::vector<std::size_t> marks_;
+  ItemStack memo_;  // dense part (see memo_put)
   const UnpicklerOptions& options_;
   std::span<const Buffer> buffers_;
   std::size_t next_buffer_ = 0;
@@ -426,6 +451,9 @@ class Machine {
   std::unordered_map<std::uint64_t, Item> sparse_memo_;
   std::size_t memo_count_ = 0;  // entries stored (MEMOIZE's next index, as in CPython)
   std::size_t dense_memo_limit_;
+  // memoize() appends while memo_count_ is below this: dense_memo_limit_ while the memo is dense
+  // without gaps (memo_count_ == memo_.size()) and nothing is sparse, else 0. memo_put keeps it.
+  std::size_t memo_append_end_;
   std::optional<Py2Encoding> py2_encoding_;  // options_.encoding, parsed at the first Python 2 str
 };
 
@@ -459,6 +487,11 @@ Slot Machine::py2_string(std::string_view body, bool view) {
 // the rest, so its memory follows the entries actually stored, never a hostile index (CPython's C
 // unpickler sizes its table by the largest index).
 void Machine::memo_put(std::uint64_t index, const Item& it) {
+  store_memo(index, it);
+  memo_append_end_ = memo_count_ == memo_.size() && sparse_memo_.empty() ? dense_memo_limit_ : 0;
+}
+
+void Machine::store_memo(std::uint64_t index, const Item& it) {
   if (index >= options_.max_memo_entries)
     fail("memo index " + std::to_string(index) + " exceeds max_memo_entries (" +
          std::to_string(options_.max_memo_entries) + ")");
