@@ -3,6 +3,7 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,11 +56,16 @@ class UniqueChannel {
   std::string name_;
 };
 
-// Runs `body` in a forked child; its return value is the exit status (exceptions: 100).
+// Runs `body` in a forked child; its return value is the exit status (exceptions: 100). The child
+// dies with the test process: a test that stops at a failed ASSERT leaves no child behind (an
+// orphan would keep ctest waiting on the output pipe it inherited).
 inline pid_t fork_child(const std::function<int()>& body) {
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(101);  // the parent died before prctl took effect
     int code = 100;
     try {
       code = body();

@@ -1,9 +1,16 @@
 // The shared-memory transport across real processes (fork): delivery, zero copy, leases,
 // back-pressure, timeouts, dead peers, hostile descriptors.
 #include <gtest/gtest.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <future>
 #include <map>
 #include <random>
 #include <thread>
@@ -350,6 +357,57 @@ TEST(ShmTransport, DeadSenderSlotsAreReclaimed) {
   m.reset();
   EXPECT_FALSE(rx.recv(400ms));  // idle: the receiver reaps the dead sender's loans
   EXPECT_EQ(rx.stats().slots_in_use, 0u);
+}
+
+// A robust mutex's unlock wakes one waiter; when that waiter is SIGKILLed before it takes the lock,
+// the others sleep on a free lock forever (seen once in ShmFault: a receiver and a sender asleep on
+// the segment lock after a sender was killed). Reproduced exactly: a holder process releases the
+// lock word without a wake-up and exits, which is the state such a death leaves. The segment lock
+// must still be taken within a retry period.
+TEST(ShmLock, AWaiterWhoseWakeUpWasLostStillGetsTheLock) {
+  void* mem = ::mmap(nullptr, sizeof(pthread_mutex_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  auto* m = static_cast<pthread_mutex_t*>(mem);
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  ASSERT_EQ(pthread_mutex_init(m, &attr), 0);
+  pthread_mutexattr_destroy(&attr);
+
+  Pipe locked, go;
+  pid_t holder = fork_child([&] {
+    if (pthread_mutex_lock(m) != 0) return 1;
+    locked.put(1);
+    std::uint64_t v;
+    go.get(v);
+    // What an unlock leaves when its one wake-up went to a waiter that was then killed: a free
+    // lock word (glibc keeps the owner's tid in __lock) and nobody woken. Exiting now, the kernel's
+    // robust-list cleanup sees a word that is not ours and wakes no one either.
+    __atomic_store_n(&m->__data.__lock, 0, __ATOMIC_RELEASE);
+    return 0;
+  });
+  std::uint64_t v;
+  ASSERT_TRUE(locked.get(v));
+  std::promise<int> result;
+  std::future<int> taken = result.get_future();
+  std::thread waiter([&] {
+    int rc = shm::lock_robust_mutex(m);
+    if (rc == 0) pthread_mutex_unlock(m);
+    result.set_value(rc);
+  });
+  std::this_thread::sleep_for(100ms);  // the waiter is asleep in the kernel by now
+  go.put(1);
+  EXPECT_EQ(wait_child(holder, 5s), 0);
+  const bool done = taken.wait_for(5s) == std::future_status::ready;
+  EXPECT_TRUE(done) << "the waiter still sleeps on a free lock";
+  if (!done) ::syscall(SYS_futex, &m->__data.__lock, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);  // to join it
+  waiter.join();
+  if (done) {
+    EXPECT_EQ(taken.get(), 0);
+  }
+  pthread_mutex_destroy(m);
+  ::munmap(mem, sizeof(pthread_mutex_t));
 }
 
 TEST(ShmTransport, HostileRecordsAreTransportErrors) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <unordered_map>
 
@@ -21,9 +22,27 @@ bool in_range(std::uint64_t offset, std::uint64_t size, std::uint64_t limit) {
 
 }  // namespace
 
+int lock_robust_mutex(pthread_mutex_t* m) {
+  // Critical sections are microseconds long: a wait this long means a lost wake-up (or a holder
+  // stopped or dying), and the retry takes a free lock at once.
+  constexpr long kLockRetryNs = 10'000'000;  // 10 ms
+  int rc = pthread_mutex_trylock(m);  // the uncontended path: no clock read
+  while (rc == EBUSY || rc == ETIMEDOUT) {
+    timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_nsec += kLockRetryNs;
+    if (deadline.tv_nsec >= 1'000'000'000) {
+      deadline.tv_sec += 1;
+      deadline.tv_nsec -= 1'000'000'000;
+    }
+    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &deadline);
+  }
+  return rc;
+}
+
 ChannelLock::ChannelLock(Channel& channel) : channel_(channel) {
   pthread_mutex_t* m = &channel_.header().lock;
-  int rc = pthread_mutex_lock(m);
+  int rc = lock_robust_mutex(m);
   if (rc == EOWNERDEAD) {
     // The previous holder died inside a critical section: rebuild derived state, then go on.
     channel_.repair_locked();
