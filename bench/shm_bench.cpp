@@ -6,20 +6,25 @@
 //   ZmqIpcPush/N        raw cppzmq PUSH -> PULL over ipc:// to a receiver process
 //   ShmPingPong64/spin|default, ZmqIpcPingPong64: 64-byte round trip between two processes
 //   ShmSendRecv64       send + try_recv of a 64-byte message in one thread: per-message CPU cost
+//   CoreToCorePingPong  two threads bouncing one counter through two cache lines: the floor any
+//                       cross-process round trip pays on this machine
 // Run: build/bench/shm_bench --benchmark_min_time=0.2   (see docs/performance.md)
 #include <benchmark/benchmark.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 #include <zmq.hpp>
 
 #include "picklewire/endpoint.hpp"
 #include "shm/copy.hpp"
+#include "shm/wakeup.hpp"
 
 namespace {
 
@@ -227,6 +232,35 @@ void ZmqIpcPingPong64(benchmark::State& state) {
 
 constexpr std::int64_t KiB = 1 << 10, MiB = 1 << 20, GiB = std::int64_t(1) << 30;
 
+// The hardware floor under ShmPingPong64: a round trip of two cache lines between two threads
+// (each polls with PAUSE, as the receiver's spin does), no transport at all.
+void CoreToCorePingPong(benchmark::State& state) {
+  struct alignas(64) Line {
+    std::atomic<std::int64_t> v{0};
+  };
+  Line ping, pong;
+  std::atomic<bool> stop{false};
+  std::thread echo([&] {
+    std::int64_t seen = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::int64_t v = ping.v.load(std::memory_order_acquire);
+      if (v != seen) {
+        seen = v;
+        pong.v.store(v, std::memory_order_release);
+      } else {
+        picklewire::shm::cpu_relax();
+      }
+    }
+  });
+  std::int64_t n = 0;
+  for (auto _ : state) {
+    ping.v.store(++n, std::memory_order_release);
+    while (pong.v.load(std::memory_order_acquire) != n) picklewire::shm::cpu_relax();
+  }
+  stop = true;
+  echo.join();
+}
+
 BENCHMARK(Memcpy)->RangeMultiplier(4)->Range(MiB, 256 * MiB)->UseRealTime();
 BENCHMARK(NonTemporalCopy)->RangeMultiplier(4)->Range(MiB, 256 * MiB)->UseRealTime();
 BENCHMARK(ShmCopyIn)->ArgsProduct({benchmark::CreateRange(MiB, 256 * MiB, 4), {50, 0}})->ArgNames({"", "spin_us"})->UseRealTime();
@@ -236,6 +270,7 @@ BENCHMARK(ZmqIpcPush)->RangeMultiplier(32)->Range(KiB, 32 * MiB)->UseRealTime();
 BENCHMARK(ShmPingPong64)->Arg(200000)->Arg(50)->Arg(0)->UseRealTime()->ArgName("spin_us");
 BENCHMARK(ShmSendRecv64);
 BENCHMARK(ZmqIpcPingPong64)->UseRealTime();
+BENCHMARK(CoreToCorePingPong)->UseRealTime();
 
 }  // namespace
 
