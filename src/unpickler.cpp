@@ -395,22 +395,22 @@ class Machine {
     stack_.resize(from);
     return {node_slot(n), checked_depth(std::uint64_t(depth) + 1)};
   }
-  // The size a container that has just grown to `size` by a batch of `batch_items` stack items is
+  // The size a container that has just grown to `size` by a batch of `batch` items (entries for a dict) is
   // likely to reach: when another batch follows (CPython writes big containers as batches of 1000),
   // the rest of the stream is taken to hold more items at this batch's density, up to
   // kMaxReserveAhead times `size`. Reserving that at once instead of doubling batch by batch spares
   // relocating a big list or dict several times over. Otherwise `size`.
-  std::size_t expected_size(std::size_t size, std::size_t batch_items) const;
-  // Room for `more` items from a batch of `batch_items` stack items, growing geometrically:
+  std::size_t expected_size(std::size_t size, std::size_t batch) const;
+  // Room for a batch of `more` items (entries for a dict), growing geometrically:
   // APPENDS / SETITEMS arrive in batches of 1000, and reserving the exact size per batch would copy
   // the whole container each time (quadratic); or to expected_size() when that is larger.
   template <class Vector>
-  void grow(Vector& v, std::size_t more, std::size_t batch_items) {
+  void grow(Vector& v, std::size_t more) {
     const std::size_t need = v.size() + more;
     if (need <= v.capacity()) return;
     // (expected_size only when a MARK, or a FRAME, comes next: not for every small dict's first batch)
     const bool maybe_more = pos_ < end_ && (base_[pos_] == op::MARK || base_[pos_] == op::FRAME);
-    v.reserve(std::max({need, v.capacity() * 2, maybe_more ? expected_size(need, batch_items) : need}));
+    v.reserve(std::max({need, v.capacity() * 2, maybe_more ? expected_size(need, more) : need}));
   }
   void move_items(std::size_t target, std::size_t from, Kind container, const char* opcode, const char* wanted);
   void append_items(std::size_t target, std::size_t from) { move_items(target, from, Kind::List, "APPEND", "a list"); }
@@ -684,13 +684,13 @@ Slot Machine::reduce(const Item& callable, const Item& args) {
 // a misleading (or hostile) stream can make the loader reserve to 4x what it actually holds.
 constexpr std::size_t kMaxReserveAhead = 4;
 
-std::size_t Machine::expected_size(std::size_t size, std::size_t batch_items) const {
+std::size_t Machine::expected_size(std::size_t size, std::size_t batch) const {
   // Another batch follows when the next opcode (past a FRAME header) is a MARK.
   std::size_t next = pos_;
   if (next < end_ && base_[next] == op::FRAME) next += 9;
-  if (batch_items == 0 || next >= end_ || base_[next] != op::MARK) return size;
+  if (batch == 0 || next >= end_ || base_[next] != op::MARK) return size;
   const std::size_t batch_bytes = pos_ - last_mark_offset_;  // MARK ... APPENDS (or the nearest MARK)
-  const std::size_t bytes_per_item = std::max<std::size_t>(1, batch_bytes / batch_items);
+  const std::size_t bytes_per_item = std::max<std::size_t>(1, batch_bytes / batch);
   return std::min(size + (end_ - pos_) / bytes_per_item, size * kMaxReserveAhead);
 }
 
@@ -704,8 +704,7 @@ void Machine::move_items(std::size_t target, std::size_t from, Kind container, c
   else if (!t.slot.is_inline && t.slot.node->kind == Kind::Object)
     out = container == Kind::List ? &t.slot.node->object().list_items : &t.slot.node->object().set_items;
   else fail(std::string(opcode) + " target is not " + wanted + " but " + std::string(to_string(kind_of(t.slot))));
-  const std::size_t n = stack_.size() - from;
-  grow(*out, n, n);
+  grow(*out, stack_.size() - from);
   const bool any = from < stack_.size();
   const std::uint32_t deepest = append_slots(*out, from);
   if (any) t.depth = std::max(t.depth, checked_depth(std::uint64_t(deepest) + 1));
@@ -720,8 +719,7 @@ void Machine::set_items(std::size_t target, std::size_t from) {
   if (!t.slot.is_inline && t.slot.node->kind == Kind::Dict) out = &t.slot.node->entries();
   else if (!t.slot.is_inline && t.slot.node->kind == Kind::Object) out = &t.slot.node->object().dict_items;
   else fail("SETITEM target is not a dict but " + std::string(to_string(kind_of(t.slot))));
-  const std::size_t n = (stack_.size() - from) / 2;
-  grow(*out, n, 2 * n);
+  grow(*out, (stack_.size() - from) / 2);
   std::uint32_t deepest = 0;
   for (std::size_t i = from; i < stack_.size(); i += 2) {
     out->emplace_back(stack_[i].slot, stack_[i + 1].slot);
