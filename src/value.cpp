@@ -15,8 +15,9 @@ namespace picklewire {
 
 namespace {
 
-// Node chunks grow 10 (in the Graph's inline arena), 20, 40, ... up to kMaxChunkNodes nodes.
-constexpr std::size_t kMaxChunkNodes = 65536;
+// Node chunks grow 10 (in the Graph's inline arena), 20, 40, ... up to kMaxChunkNodes nodes: as many
+// as fill a 4 MiB block, the size class the largest chunks are cached in (below).
+constexpr std::size_t kMaxChunkNodes = (std::size_t(4) << 20) / sizeof(Node);
 
 // Freed large blocks (container buffers, node chunks, arena refills) are kept per thread, by
 // power-of-two size class, for the next graph: a process that loads message after message then
