@@ -395,12 +395,17 @@ class Machine {
     stack_.resize(from);
     return {node_slot(n), checked_depth(std::uint64_t(depth) + 1)};
   }
-  // The size a container that has just grown to `size` by a batch of `batch` items (entries for a dict) is
-  // likely to reach: when another batch follows (CPython writes big containers as batches of 1000),
-  // the rest of the stream is taken to hold more items at this batch's density, up to
+  // The size a container that has just grown to `size` by a batch of `batch` items (entries for a
+  // dict) is likely to reach when another batch follows (CPython writes big containers as batches
+  // of 1000): the rest of the stream is taken to hold more items at this batch's density, up to
   // kMaxReserveAhead times `size`. Reserving that at once instead of doubling batch by batch spares
-  // relocating a big list or dict several times over. Otherwise `size`.
+  // relocating a big list or dict several times over.
   std::size_t expected_size(std::size_t size, std::size_t batch) const;
+  // The opcode after the batch just taken (past a FRAME header) is a MARK: another batch follows.
+  bool batch_follows() const {
+    const std::size_t next = pos_ < end_ && base_[pos_] == op::FRAME ? pos_ + 9 : pos_;
+    return next < end_ && base_[next] == op::MARK;
+  }
   // Room for a batch of `more` items (entries for a dict), growing geometrically:
   // APPENDS / SETITEMS arrive in batches of 1000, and reserving the exact size per batch would copy
   // the whole container each time (quadratic); or to expected_size() when that is larger.
@@ -408,9 +413,7 @@ class Machine {
   void grow(Vector& v, std::size_t more) {
     const std::size_t need = v.size() + more;
     if (need <= v.capacity()) return;
-    // (expected_size only when a MARK, or a FRAME, comes next: not for every small dict's first batch)
-    const bool maybe_more = pos_ < end_ && (base_[pos_] == op::MARK || base_[pos_] == op::FRAME);
-    v.reserve(std::max({need, v.capacity() * 2, maybe_more ? expected_size(need, more) : need}));
+    v.reserve(std::max({need, v.capacity() * 2, batch_follows() ? expected_size(need, more) : need}));
   }
   void move_items(std::size_t target, std::size_t from, Kind container, const char* opcode, const char* wanted);
   void append_items(std::size_t target, std::size_t from) { move_items(target, from, Kind::List, "APPEND", "a list"); }
@@ -685,10 +688,7 @@ Slot Machine::reduce(const Item& callable, const Item& args) {
 constexpr std::size_t kMaxReserveAhead = 4;
 
 std::size_t Machine::expected_size(std::size_t size, std::size_t batch) const {
-  // Another batch follows when the next opcode (past a FRAME header) is a MARK.
-  std::size_t next = pos_;
-  if (next < end_ && base_[next] == op::FRAME) next += 9;
-  if (batch == 0 || next >= end_ || base_[next] != op::MARK) return size;
+  if (batch == 0) return size;
   const std::size_t batch_bytes = pos_ - last_mark_offset_;  // MARK ... APPENDS (or the nearest MARK)
   const std::size_t bytes_per_item = std::max<std::size_t>(1, batch_bytes / batch);
   return std::min(size + (end_ - pos_) / bytes_per_item, size * kMaxReserveAhead);

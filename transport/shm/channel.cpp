@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -25,16 +26,13 @@ bool in_range(std::uint64_t offset, std::uint64_t size, std::uint64_t limit) {
 int lock_robust_mutex(pthread_mutex_t* m) {
   // Critical sections are microseconds long: a wait this long means a lost wake-up (or a holder
   // stopped or dying), and the retry takes a free lock at once.
-  constexpr long kLockRetryNs = 10'000'000;  // 10 ms
+  constexpr std::chrono::nanoseconds kLockRetry = std::chrono::milliseconds(10);
   int rc = pthread_mutex_trylock(m);  // the uncontended path: no clock read
   while (rc == EBUSY || rc == ETIMEDOUT) {
-    timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_nsec += kLockRetryNs;
-    if (deadline.tv_nsec >= 1'000'000'000) {
-      deadline.tv_sec += 1;
-      deadline.tv_nsec -= 1'000'000'000;
-    }
+    // steady_clock is CLOCK_MONOTONIC on Linux.
+    const auto until = (std::chrono::steady_clock::now() + kLockRetry).time_since_epoch();
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(until);
+    const timespec deadline{static_cast<time_t>(secs.count()), static_cast<long>((until - secs).count())};
     rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &deadline);
   }
   return rc;

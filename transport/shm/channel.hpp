@@ -33,7 +33,7 @@ class Channel;
 // pthread_mutex_lock for the segment's robust, process-shared mutex, without its one way to sleep
 // forever: an unlock wakes one waiter, and when that waiter is SIGKILLed before it takes the lock,
 // the wake-up dies with it while the other waiters sleep on a free lock (the kernel's robust-list
-// cleanup acts only for a dead *holder*). Waits here are bounded (kLockRetry) and retried, so a
+// cleanup acts only for a dead *holder*). Waits here are bounded (10 ms) and retried, so a
 // lost wake-up costs one retry period instead of a hang. Returns 0, EOWNERDEAD (the previous
 // holder died inside its critical section: the caller repairs, then pthread_mutex_consistent)
 // or another error code.
