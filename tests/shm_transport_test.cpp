@@ -19,6 +19,7 @@
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
 #include "shm/channel.hpp"
+#include "shm/copy.hpp"
 #include "shm/segment.hpp"
 #include "shm_support.hpp"
 
@@ -204,6 +205,44 @@ TEST(ShmTransport, ManyBuffersRandomSizesAcrossProcesses) {
   EXPECT_EQ(wait_child(child, 30s), 0);
   rx.recv(300ms);
   EXPECT_EQ(rx.stats().slots_in_use, 0u);
+}
+
+// The copy-in routine shares large copies with a helper thread in chunks: every size and
+// alignment around the chunk and routine edges must come out byte-exact, with nothing written
+// outside the destination, also when several threads copy at once (one has the helper, the others
+// copy alone) and in a forked child (which needs a helper of its own).
+bool copies_exactly(std::size_t n, std::size_t src_shift, std::size_t dst_shift, std::uint64_t seed) {
+  constexpr std::size_t kGuard = 64;
+  std::vector<std::byte> src(n + src_shift), dst(n + dst_shift + 2 * kGuard, std::byte{0xA5});
+  fill_pattern(src.data() + src_shift, n, seed);
+  std::byte* out = dst.data() + kGuard + dst_shift;
+  shm::copy_into_segment(out, src.data() + src_shift, n);
+  if (std::memcmp(out, src.data() + src_shift, n) != 0) return false;
+  auto untouched = [](const std::byte* p, std::size_t k) {
+    return std::all_of(p, p + k, [](std::byte b) { return b == std::byte{0xA5}; });
+  };
+  return untouched(dst.data(), kGuard + dst_shift) && untouched(out + n, kGuard);
+}
+
+TEST(ShmCopy, LargeCopiesAreExactAtEveryChunkEdge) {
+  const std::size_t from = shm::kParallelCopyFrom, chunk = shm::kCopyChunk;
+  const std::vector<std::size_t> sizes{from - 1, from, from + 1, from + 3 * chunk + 17, shm::kNonTemporalFrom - 1,
+                                       shm::kNonTemporalFrom + 5, (std::size_t(40) << 20) + 3};
+  for (std::size_t n : sizes)
+    for (std::size_t shift : {0, 1, 33})
+      EXPECT_TRUE(copies_exactly(n, shift, (shift * 7) % 64, n + shift)) << n << " bytes, shift " << shift;
+
+  std::vector<std::future<bool>> at_once;
+  for (int t = 0; t < 3; ++t)
+    at_once.push_back(std::async(std::launch::async, [&, t] {
+      bool ok = true;
+      for (int i = 0; i < 8; ++i) ok = ok && copies_exactly(from + chunk * static_cast<std::size_t>(t + i) + 9, 3, 5, i);
+      return ok;
+    }));
+  for (auto& f : at_once) EXPECT_TRUE(f.get());
+
+  pid_t child = fork_child([&] { return copies_exactly(shm::kNonTemporalFrom + 1, 1, 2, 7) ? 0 : 1; });
+  EXPECT_EQ(wait_child(child, 30s), 0);
 }
 
 TEST(ShmTransport, ManySendersOneReceiver) {
