@@ -143,7 +143,8 @@ void run(const BenchArgs& a) {
   };
 
   // Warm-up, then throughput.
-  for (int i = 0; i < 3; ++i) tx.send(make(kData));
+  constexpr std::uint64_t kWarmUp = 3;
+  for (std::uint64_t i = 0; i < kWarmUp; ++i) tx.send(make(kData));
   const auto t0 = Clock::now();
   for (std::uint64_t i = 0; i < a.count; ++i) tx.send(make(kData));
   tx.send(control(kDone));
@@ -168,8 +169,11 @@ void run(const BenchArgs& a) {
   TransportStats st = tx.stats();
   std::uint64_t copies = 0;
   for (auto c : st.ledger.copies) copies += c;
-  const double per_message_copies = st.ledger.messages ? double(copies) / double(st.ledger.messages) : 0.0;
-  const double copied_per_message = st.ledger.messages ? double(st.ledger.total_copied_bytes()) / double(st.ledger.messages) : 0.0;
+  // Per message that carried the payload (warm-up, timed and ping messages); the control messages
+  // (done, quit) carry none and would dilute the figure.
+  const double payload_messages = double(kWarmUp + a.count + pings);
+  const double per_message_copies = double(copies) / payload_messages;
+  const double copied_per_message = double(st.ledger.total_copied_bytes()) / payload_messages;
   const double gbps = double(a.size) * double(a.count) / seconds / 1e9;
   const double msgs = double(a.count) / seconds;
 
