@@ -8,8 +8,11 @@
 //   ShmSendRecv64       send + try_recv of a 64-byte message in one thread: per-message CPU cost
 //   CoreToCorePingPong  two threads bouncing one counter through two cache lines: the floor any
 //                       cross-process round trip pays on this machine
+//   SpscRingPingPong64  two processes, one single-producer ring each way, 64-byte messages inline
+//                       in the ring, spinning: what a lock-free message path could reach here
 // Run: build/bench/shm_bench --benchmark_min_time=0.2   (see docs/performance.md)
 #include <benchmark/benchmark.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -265,6 +268,59 @@ void ZmqIpcPingPong64(benchmark::State& state) {
     });
 }
 
+// The floor for a message path with no lock and no slot allocation: one single-producer ring per
+// direction in a shared mapping, the 64-byte message copied inline into a ring cell, head and tail
+// on lines of their own. Per direction two lines cross cores (the tail, then the cell); ShmPingPong64
+// moves the lock word, slot table, sorted index, ring entry, tail and record (docs/performance.md).
+void SpscRingPingPong64(benchmark::State& state) {
+  struct Ring {
+    alignas(64) std::atomic<std::uint64_t> tail{0};
+    alignas(64) std::atomic<std::uint64_t> head{0};
+    struct alignas(64) Cell {
+      char bytes[64];
+    } cells[64];
+    void push(const char* message) {
+      const std::uint64_t t = tail.load(std::memory_order_relaxed);
+      while (t - head.load(std::memory_order_acquire) >= 64) picklewire::shm::cpu_relax();
+      std::memcpy(cells[t % 64].bytes, message, 64);
+      tail.store(t + 1, std::memory_order_release);
+    }
+    void pop(char* message) {
+      const std::uint64_t h = head.load(std::memory_order_relaxed);
+      while (tail.load(std::memory_order_acquire) == h) picklewire::shm::cpu_relax();
+      std::memcpy(message, cells[h % 64].bytes, 64);
+      head.store(h + 1, std::memory_order_release);
+    }
+  };
+  void* mapping = ::mmap(nullptr, 2 * sizeof(Ring), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mapping == MAP_FAILED) return state.SkipWithError("mmap failed");
+  Ring* forward = new (mapping) Ring();
+  Ring* back = new (static_cast<Ring*>(mapping) + 1) Ring();
+  char message[64] = {};
+  const pid_t echo = ::fork();
+  if (echo == 0) {
+    for (;;) {
+      forward->pop(message);
+      if (message[0] == kQuit) ::_exit(0);
+      back->push(message);
+    }
+  }
+  {
+    RoundTrips trips(state);
+    for (auto _ : state)
+      trips.time([&] {
+        message[0] = kEcho;
+        forward->push(message);
+        back->pop(message);
+      });
+  }
+  message[0] = kQuit;
+  forward->push(message);
+  int status;
+  ::waitpid(echo, &status, 0);
+  ::munmap(mapping, 2 * sizeof(Ring));
+}
+
 constexpr std::int64_t KiB = 1 << 10, MiB = 1 << 20, GiB = std::int64_t(1) << 30;
 
 // The hardware floor under ShmPingPong64: a round trip of two cache lines between two threads
@@ -310,6 +366,7 @@ BENCHMARK(ShmPingPong64)->Arg(200000)->Arg(50)->Arg(0)->UseRealTime()->ArgName("
 BENCHMARK(ShmSendRecv64);
 BENCHMARK(ZmqIpcPingPong64)->UseRealTime();
 BENCHMARK(CoreToCorePingPong)->UseRealTime();
+BENCHMARK(SpscRingPingPong64)->UseRealTime();
 
 }  // namespace
 
