@@ -26,8 +26,8 @@ using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kLivenessPeriod{100};  // dead peers are noticed within this
 constexpr std::chrono::milliseconds kReapPeriod{250};      // receiver idle: reclaim dead senders' slots
 
-constexpr int kPollsPerYield = 64;
-constexpr std::uint64_t kOneLockMessageMax = 4096;          // sender: small messages take the lock once                          // receiver spin: ring polls between sched_yields
+constexpr int kPollsPerYield = 64;                          // receiver spin: ring polls between sched_yields
+constexpr std::uint64_t kOneLockMessageMax = 4096;          // sender: smaller messages take the lock once
 constexpr std::chrono::microseconds kMaxAdaptiveSpin{250};  // receiver: longest adaptive spin window
 
 std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
@@ -157,15 +157,10 @@ class ShmSender final : public detail::SenderImpl {
     const std::uint32_t message_slot = acquire_slot(size, deadline, "send");
     std::byte* base = channel_->slot_data(message_slot);
     try {
-      // Fill outside the lock: the slot is ours until published.
-      MessageRecord record{kMessageMagic, static_cast<std::uint32_t>(count), stream_offset, message.stream.size()};
-      if (message.stream.size()) std::memcpy(base + stream_offset, message.stream.data(), message.stream.size());
-      for (std::size_t i = 0; i < count; ++i) {
-        if (records_[i].slot != kSameSlot) continue;
-        const Buffer& b = message.buffers[i];
-        copy_into_segment(base + records_[i].offset, b.data(), b.size());
-      }
-      publish(message_slot, record, message, deadline);
+      write_contents(base, message, stream_offset);  // outside the lock: the slot is ours until published
+      publish(message_slot, MessageRecord{kMessageMagic, static_cast<std::uint32_t>(count), stream_offset,
+                                          message.stream.size()},
+              message, deadline);
     } catch (...) {
       release_hold(message_slot);
       throw;
@@ -201,17 +196,30 @@ class ShmSender final : public detail::SenderImpl {
       const std::optional<std::uint32_t> slot = channel_->allocate_locked(size, pid_, start_);
       if (!slot) return false;
       std::byte* base = channel_->slot_data(*slot);
-      const std::size_t count = message.buffers.size();
-      const MessageRecord record{kMessageMagic, static_cast<std::uint32_t>(count), stream_offset, message.stream.size()};
-      std::memcpy(base, &record, sizeof record);
-      if (count) std::memcpy(base + sizeof(MessageRecord), records_.data(), count * sizeof(BufferRecord));
-      if (message.stream.size()) std::memcpy(base + stream_offset, message.stream.data(), message.stream.size());
-      for (std::size_t i = 0; i < count; ++i)
-        if (message.buffers[i].size()) std::memcpy(base + records_[i].offset, message.buffers[i].data(), message.buffers[i].size());
+      write_contents(base, message, stream_offset);
+      write_record(base, MessageRecord{kMessageMagic, static_cast<std::uint32_t>(message.buffers.size()),
+                                       stream_offset, message.stream.size()});
       channel_->publish_locked(*slot, {});
     }
     channel_->notify_data();
     return true;
+  }
+
+  // The message slot's stream and copied-in buffers, at the offsets planned in records_.
+  void write_contents(std::byte* base, const Message& message, std::uint64_t stream_offset) {
+    if (message.stream.size()) std::memcpy(base + stream_offset, message.stream.data(), message.stream.size());
+    for (std::size_t i = 0; i < message.buffers.size(); ++i) {
+      if (records_[i].slot != kSameSlot) continue;
+      const Buffer& b = message.buffers[i];
+      copy_into_segment(base + records_[i].offset, b.data(), b.size());
+    }
+  }
+
+  // The message record and buffer table at the start of the slot (loans resolved by then).
+  void write_record(std::byte* base, const MessageRecord& record) {
+    std::memcpy(base, &record, sizeof record);
+    if (record.buffer_count)
+      std::memcpy(base + sizeof(MessageRecord), records_.data(), record.buffer_count * sizeof(BufferRecord));
   }
 
   // PeerGone when the receiver closed the channel or died. Process checks are rate-limited.
@@ -279,9 +287,7 @@ class ShmSender final : public detail::SenderImpl {
         records_[i].offset = static_cast<std::uint64_t>(b.data() - channel_->slot_data(*slot));
         loaned_slots_.push_back(*slot);
       }
-      std::memcpy(base, &record, sizeof record);
-      if (record.buffer_count)
-        std::memcpy(base + sizeof(MessageRecord), records_.data(), record.buffer_count * sizeof(BufferRecord));
+      write_record(base, record);
       channel_->publish_locked(message_slot, loaned_slots_);
       return true;
     });
