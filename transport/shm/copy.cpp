@@ -1,6 +1,7 @@
 #include "shm/copy.hpp"
 
 #include <cpuid.h>
+#include <sched.h>
 #include <immintrin.h>
 
 #include <atomic>
@@ -100,9 +101,15 @@ struct CopyJob {
 // The sender only waits for chunks the helper has already taken.
 class CopyHelper {
  public:
-  // nullptr on a single CPU. A forked child gets a helper of its own (threads do not survive fork).
+  // nullptr when this process may run on one CPU only (machine or affinity mask: a helper would
+  // only take turns with the sender). A forked child gets a helper of its own (threads do not
+  // survive fork).
   static CopyHelper* for_this_process() {
-    static const bool several_cpus = std::thread::hardware_concurrency() > 1;
+    static const bool several_cpus = [] {
+      cpu_set_t allowed;
+      if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) return CPU_COUNT(&allowed) > 1;
+      return std::thread::hardware_concurrency() > 1;
+    }();
     if (!several_cpus) return nullptr;
     static std::atomic<CopyHelper*> helper{nullptr};
     static std::atomic<pid_t> owner{0};
