@@ -150,17 +150,16 @@ class ShmSender final : public detail::SenderImpl {
                            " bytes of segment heap but the segment holds only " + std::to_string(capacity) +
                            " (use allocate() for large buffers, or a larger capacity)");
 
-    if (loaned_.empty() && size <= kOneLockMessageMax && send_in_one_critical_section(size, message, stream_offset)) {
+    const MessageRecord record{kMessageMagic, static_cast<std::uint32_t>(count), stream_offset, message.stream.size()};
+    if (loaned_.empty() && size <= kOneLockMessageMax && send_in_one_critical_section(size, message, record)) {
       record_sent(message, oob_bytes);
       return;
     }
     const std::uint32_t message_slot = acquire_slot(size, deadline, "send");
     std::byte* base = channel_->slot_data(message_slot);
     try {
-      write_contents(base, message, stream_offset);  // outside the lock: the slot is ours until published
-      publish(message_slot, MessageRecord{kMessageMagic, static_cast<std::uint32_t>(count), stream_offset,
-                                          message.stream.size()},
-              message, deadline);
+      write_contents(base, message, record);  // outside the lock: the slot is ours until published
+      publish(message_slot, record, message, deadline);
     } catch (...) {
       release_hold(message_slot);
       throw;
@@ -189,25 +188,24 @@ class ShmSender final : public detail::SenderImpl {
   // A small message without loans: allocate, fill and publish under one lock, which saves the
   // second trip of the lock's cache line between the cores. False when there is no room right now
   // (the caller then takes the waiting path).
-  bool send_in_one_critical_section(std::uint64_t size, const Message& message, std::uint64_t stream_offset) {
+  bool send_in_one_critical_section(std::uint64_t size, const Message& message, const MessageRecord& record) {
     {
       ChannelLock lock(*channel_);
       if (channel_->ring_full_locked()) return false;
       const std::optional<std::uint32_t> slot = channel_->allocate_locked(size, pid_, start_);
       if (!slot) return false;
       std::byte* base = channel_->slot_data(*slot);
-      write_contents(base, message, stream_offset);
-      write_record(base, MessageRecord{kMessageMagic, static_cast<std::uint32_t>(message.buffers.size()),
-                                       stream_offset, message.stream.size()});
+      write_contents(base, message, record);
+      write_record(base, record);
       channel_->publish_locked(*slot, {});
     }
     channel_->notify_data();
     return true;
   }
 
-  // The message slot's stream and copied-in buffers, at the offsets planned in records_.
-  void write_contents(std::byte* base, const Message& message, std::uint64_t stream_offset) {
-    if (message.stream.size()) std::memcpy(base + stream_offset, message.stream.data(), message.stream.size());
+  // The message slot's stream and copied-in buffers, at the offsets in `record` and records_.
+  void write_contents(std::byte* base, const Message& message, const MessageRecord& record) {
+    if (message.stream.size()) std::memcpy(base + record.stream_offset, message.stream.data(), message.stream.size());
     for (std::size_t i = 0; i < message.buffers.size(); ++i) {
       if (records_[i].slot != kSameSlot) continue;
       const Buffer& b = message.buffers[i];
