@@ -461,7 +461,7 @@ TEST(ShmTransport, HostileRecordsAreTransportErrors) {
     corrupt(rec, buf);
     std::memcpy(channel->slot_data(slot), &rec, sizeof rec);
     std::memcpy(channel->slot_data(slot) + sizeof rec, &buf, sizeof buf);
-    channel->publish_locked(slot, {});
+    channel->publish_locked(slot, {}, std::nullopt);
   };
   auto expect_rejected = [&](const char* needle) {
     try {

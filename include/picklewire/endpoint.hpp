@@ -41,6 +41,7 @@ struct ShmOptions {
   std::chrono::microseconds spin{50};               // busy-wait this long before blocking on a wake-up
   std::uint32_t slot_count = 4096;                  // Receiver::bind: max slots (messages + loans) in use at once
   std::uint32_t ring_capacity = 1024;               // Receiver::bind: max messages queued, not yet received
+  std::uint32_t lane_count = 64;                    // Receiver::bind: per-sender queues (0..64; 0: all use the ring)
   bool prefault = true;                             // populate the mapping's pages up front (first touch ~1 GB/s)
 };
 

@@ -161,19 +161,29 @@ void Channel::release_received_locked(std::uint32_t slot) noexcept {
   maybe_free_locked(slot);
 }
 
-bool Channel::ring_full_locked() const noexcept {
+bool Channel::queue_full_locked(std::optional<std::uint32_t> lane) const noexcept {
+  if (lane) {
+    const Lane& l = segment_->lane(*lane);
+    return l.tail.load(std::memory_order_relaxed) - l.head.load(std::memory_order_acquire) >= kLaneCells;
+  }
   const SegmentHeader& h = header();
   return h.tail.load(std::memory_order_relaxed) - h.head.load(std::memory_order_relaxed) >= segment_->ring_capacity();
 }
 
-void Channel::publish_locked(std::uint32_t message_slot, std::span<const std::uint32_t> loaned_slots) noexcept {
-  SegmentHeader& h = header();
+void Channel::publish_locked(std::uint32_t message_slot, std::span<const std::uint32_t> loaned_slots,
+                             std::optional<std::uint32_t> lane) noexcept {
   Slot* slots = segment_->slots();
-  const std::uint64_t tail = h.tail.load(std::memory_order_relaxed);
-  segment_->ring()[tail % segment_->ring_capacity()] = message_slot;
+  std::atomic<std::uint64_t>& tail_word = lane ? segment_->lane(*lane).tail : header().tail;
+  const std::uint64_t tail = tail_word.load(std::memory_order_relaxed);
+  if (lane) {
+    const LaneCell cell{LaneCellKind::slot_message, message_slot, 0, 0};
+    std::memcpy(segment_->lane(*lane).cells[tail % kLaneCells], &cell, sizeof cell);
+  } else {
+    segment_->ring()[tail % segment_->ring_capacity()] = message_slot;
+  }
   slots[message_slot].queued += 1;
   for (std::uint32_t s : loaned_slots) slots[s].queued += 1;
-  h.tail.store(tail + 1, std::memory_order_release);  // the publish point (repair trusts [head, tail))
+  tail_word.store(tail + 1, std::memory_order_release);  // the publish point (repair trusts [head, tail))
   release_sender_hold_locked(message_slot);
 }
 
@@ -231,6 +241,64 @@ bool Channel::pop_locked(ValidatedMessage& m) {
   const std::uint32_t message_slot = segment_->ring()[head % segment_->ring_capacity()];
   h.head.store(head + 1, std::memory_order_release);
   h.space_seq.fetch_add(1);
+  take_published_locked(message_slot, m);
+  return true;
+}
+
+bool Channel::pop_lane_locked(std::uint32_t lane, ValidatedMessage& m) {
+  Lane& l = segment_->lane(lane);
+  const std::uint64_t head = l.head.load(std::memory_order_relaxed);
+  if (head == l.tail.load(std::memory_order_acquire)) return false;
+  LaneCell cell;
+  std::memcpy(&cell, l.cells[head % kLaneCells], sizeof cell);  // copy: the sender may scribble meanwhile
+  l.head.store(head + 1, std::memory_order_release);
+  header().space_seq.fetch_add(1);
+  if (cell.kind != LaneCellKind::slot_message)
+    throw TransportError("shm: lane " + std::to_string(lane) + " cell " + std::to_string(head) +
+                         " changed while it was queued (kind " + std::to_string(static_cast<std::uint32_t>(cell.kind)) +
+                         ")");
+  take_published_locked(cell.message_slot, m);
+  return true;
+}
+
+std::optional<std::uint32_t> Channel::claim_lane_locked(pid_t pid, std::uint64_t start) {
+  SegmentHeader& h = header();
+  const std::uint32_t count = segment_->lane_count();
+  auto claim = [&](std::uint32_t i) {
+    Lane& l = segment_->lane(i);
+    l.owner_start = start;
+    l.closing.store(0);
+    l.owner_pid = pid;  // ground truth (repair rebuilds the mask from it)
+    h.lanes_claimed.fetch_or(std::uint64_t(1) << i);
+    return i;
+  };
+  for (std::uint32_t i = 0; i < count; ++i)
+    if (segment_->lane(i).owner_pid == 0) return claim(i);
+  // All owned: take over a drained lane whose owner left or died (reap may not have run yet).
+  for (std::uint32_t i = 0; i < count; ++i) {
+    Lane& l = segment_->lane(i);
+    if (l.head.load() != l.tail.load()) continue;
+    if (l.closing.load() || !process_alive(l.owner_pid, l.owner_start)) return claim(i);
+  }
+  return std::nullopt;
+}
+
+void Channel::close_lane_locked(std::uint32_t lane) noexcept {
+  segment_->lane(lane).closing.store(1);
+  free_lane_if_done_locked(lane, /*owner_alive=*/true);
+}
+
+void Channel::free_lane_if_done_locked(std::uint32_t lane, bool owner_alive) noexcept {
+  Lane& l = segment_->lane(lane);
+  if (l.owner_pid == 0 || (owner_alive && !l.closing.load())) return;
+  if (l.head.load() != l.tail.load()) return;  // the receiver still has messages to take
+  header().lanes_claimed.fetch_and(~(std::uint64_t(1) << lane));
+  l.owner_pid = 0;
+  l.owner_start = 0;
+  l.closing.store(0);
+}
+
+void Channel::take_published_locked(std::uint32_t message_slot, ValidatedMessage& m) {
   Slot* slots = segment_->slots();
   std::string error;
   if (!validate_locked(message_slot, m, &error)) {
@@ -252,7 +320,6 @@ bool Channel::pop_locked(ValidatedMessage& m) {
     s.queued -= 1;  // validated > 0 above; a slot named twice was queued twice
     s.received += 1;
   }
-  return true;
 }
 
 void Channel::repair_locked() noexcept {
@@ -292,22 +359,44 @@ void Channel::repair_locked() noexcept {
   h.used_count = n;
   h.bytes_in_use = bytes;
 
-  // Queued references from the published messages.
+  // The published messages: ring entries and lane slot cells in [head, tail). Nobody can take or
+  // publish a slot message while we hold the lock; the receiver may still take inline cells
+  // meanwhile, and a sender overwrite them with inline cells, which name no slot.
   std::uint64_t head = h.head.load(), tail = h.tail.load();
   if (tail - head > segment_->ring_capacity()) h.tail.store(tail = head);
-  for (std::uint64_t pos = head; pos != tail; ++pos) {
-    const std::uint32_t message_slot = segment_->ring()[pos % segment_->ring_capacity()];
-    if (message_slot >= count || slots[message_slot].state != SlotState::used) continue;
-    slots[message_slot].queued += 1;
+  std::uint64_t claimed = 0;
+  for (std::uint32_t i = 0; i < segment_->lane_count(); ++i) {
+    Lane& l = segment_->lane(i);
+    if (l.owner_pid != 0) claimed |= std::uint64_t(1) << i;
+    const std::uint64_t lane_tail = l.tail.load();
+    if (lane_tail - l.head.load() > kLaneCells) l.head.store(lane_tail);  // garbage: drop the lane's queue
   }
+  h.lanes_claimed.store(claimed);
+  auto for_each_published = [&](auto&& visit) {
+    for (std::uint64_t pos = head; pos != tail; ++pos) visit(segment_->ring()[pos % segment_->ring_capacity()]);
+    for (std::uint32_t i = 0; i < segment_->lane_count(); ++i) {
+      const Lane& l = segment_->lane(i);
+      const std::uint64_t lane_tail = l.tail.load();
+      for (std::uint64_t pos = l.head.load(); pos != lane_tail && lane_tail - pos <= kLaneCells; ++pos) {
+        LaneCell cell;
+        std::memcpy(&cell, l.cells[pos % kLaneCells], sizeof cell);
+        if (cell.kind == LaneCellKind::slot_message) visit(cell.message_slot);
+      }
+    }
+  };
+
+  // Queued references from the published messages.
+  for_each_published([&](std::uint32_t message_slot) {
+    if (message_slot >= count || slots[message_slot].state != SlotState::used) return;
+    slots[message_slot].queued += 1;
+  });
   ValidatedMessage m;
-  for (std::uint64_t pos = head; pos != tail; ++pos) {
-    const std::uint32_t message_slot = segment_->ring()[pos % segment_->ring_capacity()];
-    if (message_slot >= count || slots[message_slot].state != SlotState::used) continue;
-    if (!validate_locked(message_slot, m, nullptr, /*check_queued=*/false)) continue;
+  for_each_published([&](std::uint32_t message_slot) {
+    if (message_slot >= count || slots[message_slot].state != SlotState::used) return;
+    if (!validate_locked(message_slot, m, nullptr, /*check_queued=*/false)) return;
     for (const BufferRecord& b : m.buffers)
       if (b.slot != message_slot) slots[b.slot].queued += 1;
-  }
+  });
   h.space_seq.fetch_add(1);
 }
 
@@ -326,6 +415,16 @@ std::size_t Channel::reap_dead_senders() {
       const std::uint64_t before = header().used_count;
       release_sender_hold_locked(i);
       freed += before - header().used_count;
+    }
+    for (std::uint64_t mask = header().lanes_claimed.load(); mask != 0; mask &= mask - 1) {
+      const auto lane = static_cast<std::uint32_t>(__builtin_ctzll(mask));
+      if (lane >= segment_->lane_count()) continue;
+      const Lane& l = segment_->lane(lane);
+      if (l.owner_pid == 0) continue;
+      auto it = alive.find(l.owner_pid);
+      if (it == alive.end())
+        it = alive.emplace(l.owner_pid, process_alive(l.owner_pid, l.owner_start)).first;
+      free_lane_if_done_locked(lane, it->second);
     }
   }
   if (freed) notify_space();

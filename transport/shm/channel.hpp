@@ -6,6 +6,10 @@
 // size, holder pid, received count) and the ring contents; the sorted index and the `queued`
 // counts are derived and rebuilt by repair() when a process died holding the lock.
 //
+// Lanes: a sender with a lane queues there instead of the ring. Inline cells (small messages)
+// are written and taken without the lock and reference no slot; slot cells are published and
+// taken under the lock, so repair can count their references like ring entries.
+//
 // Slot lifetime: a slot is allocated held by a sender pid (while it is filled, or for as long as a
 // loaned Buffer is alive). Publishing a message adds one `queued` reference per buffer record
 // naming the slot (the message slot counts once more for the record itself); taking it off the
@@ -76,19 +80,31 @@ class Channel {
   std::optional<std::uint32_t> find_slot_locked(const std::byte* p, std::uint64_t size) const;
   void release_sender_hold_locked(std::uint32_t slot) noexcept;
   void release_received_locked(std::uint32_t slot) noexcept;
-  bool ring_full_locked() const noexcept;
-  // Appends `message_slot` to the ring, one queued reference on it plus one per loaned buffer
-  // slot, and drops the sender's hold on the message slot.
-  void publish_locked(std::uint32_t message_slot, std::span<const std::uint32_t> loaned_slots) noexcept;
+  // A sender's queue: its lane, or the shared ring (nullopt).
+  bool queue_full_locked(std::optional<std::uint32_t> lane) const noexcept;
+  // Appends `message_slot` to the sender's queue, one queued reference on it plus one per loaned
+  // buffer slot, and drops the sender's hold on the message slot.
+  void publish_locked(std::uint32_t message_slot, std::span<const std::uint32_t> loaned_slots,
+                      std::optional<std::uint32_t> lane) noexcept;
   // Takes the oldest queued message off the ring into `out` (whose buffer vector is reused, so a
   // warm receiver allocates nothing here); its references become received references. False
   // when the ring is empty. Throws TransportError (after dropping what it safely can) when its
   // record is invalid.
   bool pop_locked(ValidatedMessage& out);
+  // The same for the slot message at the head of `lane` (the receiver saw a slot cell there).
+  bool pop_lane_locked(std::uint32_t lane, ValidatedMessage& out);
+  // A lane for a new sender (pid, start): a free one, or one whose owner is gone and that is
+  // drained. nullopt when all are in use (the sender then uses the ring).
+  std::optional<std::uint32_t> claim_lane_locked(pid_t pid, std::uint64_t start);
+  // The owner's Sender is gone: the lane is freed now if drained, else when the receiver drains it.
+  void close_lane_locked(std::uint32_t lane) noexcept;
+  // Frees a lane that is closing (or whose owner died) once it is drained.
+  void free_lane_if_done_locked(std::uint32_t lane, bool owner_alive) noexcept;
   void repair_locked() noexcept;
 
   // ---- take the lock themselves ----
-  // Drops the holds of senders that died; returns how many slots were freed.
+  // Drops the holds of senders that died (and frees their drained lanes); returns how many slots
+  // were freed.
   std::size_t reap_dead_senders();
   // After freeing: let blocked senders retry.
   void notify_space() noexcept;
@@ -104,6 +120,9 @@ class Channel {
   friend class ChannelLock;
   void free_slot_locked(std::uint32_t slot) noexcept;
   void maybe_free_locked(std::uint32_t slot) noexcept;
+  // Validates the published message in `message_slot` (already off its queue) and turns its
+  // queued references into received ones.
+  void take_published_locked(std::uint32_t message_slot, ValidatedMessage& out);
   // Parses the record in `message_slot` into `out` without trusting it. False: invalid (why in
   // *error). `check_queued`: loaned slots must carry a queued reference (off during repair,
   // which rebuilds them).

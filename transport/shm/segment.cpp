@@ -36,15 +36,17 @@ std::string mib(std::uint64_t bytes) {
 }
 
 struct Layout {
-  std::uint64_t slot_table, sorted, ring, heap, total;
+  std::uint64_t slot_table, sorted, ring, lanes, heap, total;
 };
 
-Layout layout_for(std::uint64_t heap_capacity, std::uint32_t slot_count, std::uint32_t ring_capacity) {
+Layout layout_for(std::uint64_t heap_capacity, std::uint32_t slot_count, std::uint32_t ring_capacity,
+                  std::uint32_t lane_count) {
   Layout l{};
   l.slot_table = align_up(sizeof(SegmentHeader), 64);
   l.sorted = align_up(l.slot_table + std::uint64_t(slot_count) * sizeof(Slot), 64);
   l.ring = align_up(l.sorted + std::uint64_t(slot_count) * sizeof(std::uint32_t), 64);
-  l.heap = align_up(l.ring + std::uint64_t(ring_capacity) * sizeof(std::uint32_t), 4096);
+  l.lanes = align_up(l.ring + std::uint64_t(ring_capacity) * sizeof(std::uint32_t), alignof(Lane));
+  l.heap = align_up(l.lanes + std::uint64_t(lane_count) * sizeof(Lane), 4096);
   l.total = l.heap + heap_capacity;
   return l;
 }
@@ -169,7 +171,9 @@ std::shared_ptr<SharedMemorySegment> SharedMemorySegment::create(std::string_vie
   if (g.heap_capacity < 4096) throw TransportError("shm: capacity must be at least 4096 bytes");
   if (g.slot_count < 2 || g.slot_count > (1u << 24)) throw TransportError("shm: slot_count must be 2..2^24");
   if (g.ring_capacity < 1 || g.ring_capacity > (1u << 24)) throw TransportError("shm: ring_capacity must be 1..2^24");
-  const Layout l = layout_for(align_up(g.heap_capacity, kHeapAlign), g.slot_count, g.ring_capacity);
+  if (g.lane_count > kMaxLanes)
+    throw TransportError("shm: lane_count must be 0.." + std::to_string(kMaxLanes));
+  const Layout l = layout_for(align_up(g.heap_capacity, kHeapAlign), g.slot_count, g.ring_capacity, g.lane_count);
 
   // A previous segment of this name: reclaim it when its creator is gone, refuse otherwise.
   const std::string path = std::string(kShmDir) + object;
@@ -217,6 +221,9 @@ std::shared_ptr<SharedMemorySegment> SharedMemorySegment::create(std::string_vie
     h->slot_table_offset = l.slot_table;
     h->sorted_offset = l.sorted;
     h->ring_offset = l.ring;
+    h->lane_count = g.lane_count;
+    h->lanes_offset = l.lanes;
+    for (std::uint32_t i = 0; i < g.lane_count; ++i) new (base + l.lanes + i * sizeof(Lane)) Lane();
     h->heap_offset = l.heap;
     h->heap_capacity = l.total - l.heap;
     h->slot_count = g.slot_count;
@@ -280,20 +287,23 @@ void SharedMemorySegment::attach(std::unique_ptr<bip::mapped_region> region, std
                          ", this build speaks " + std::to_string(kSegmentVersion));
   if (h->header_size != sizeof(SegmentHeader)) throw bad("header size");
   if (h->total_size != file_size || region->get_size() < file_size) throw bad("size");
-  if (h->slot_count < 2 || h->slot_count > (1u << 24) || h->ring_capacity < 1 || h->ring_capacity > (1u << 24))
+  if (h->slot_count < 2 || h->slot_count > (1u << 24) || h->ring_capacity < 1 || h->ring_capacity > (1u << 24) ||
+      h->lane_count > kMaxLanes)
     throw bad("counts");
-  const Layout l = layout_for(h->heap_capacity, h->slot_count, h->ring_capacity);
+  const Layout l = layout_for(h->heap_capacity, h->slot_count, h->ring_capacity, h->lane_count);
   if (l.slot_table != h->slot_table_offset || l.sorted != h->sorted_offset || l.ring != h->ring_offset ||
-      l.heap != h->heap_offset || l.total != file_size)
+      l.lanes != h->lanes_offset || l.heap != h->heap_offset || l.total != file_size)
     throw bad("layout");
   header_ = h;
   slots_ = reinterpret_cast<Slot*>(base + l.slot_table);
   sorted_ = reinterpret_cast<std::uint32_t*>(base + l.sorted);
   ring_ = reinterpret_cast<std::uint32_t*>(base + l.ring);
+  lanes_ = reinterpret_cast<Lane*>(base + l.lanes);
   heap_ = base + l.heap;
   heap_capacity_ = h->heap_capacity;
   slot_count_ = h->slot_count;
   ring_capacity_ = h->ring_capacity;
+  lane_count_ = h->lane_count;
   region_ = std::move(region);
 }
 

@@ -29,6 +29,7 @@ struct SegmentGeometry {
   std::uint32_t slot_count;
   std::uint32_t ring_capacity;
   bool prefault;
+  std::uint32_t lane_count = kMaxLanes;  // 0..kMaxLanes
 };
 
 class SharedMemorySegment {
@@ -48,6 +49,8 @@ class SharedMemorySegment {
   Slot* slots() const noexcept { return slots_; }
   std::uint32_t* sorted() const noexcept { return sorted_; }
   std::uint32_t* ring() const noexcept { return ring_; }
+  Lane& lane(std::uint32_t index) const noexcept { return lanes_[index]; }
+  std::uint32_t lane_count() const noexcept { return lane_count_; }
   std::byte* heap() const noexcept { return heap_; }
   std::uint64_t heap_capacity() const noexcept { return heap_capacity_; }
   std::uint32_t slot_count() const noexcept { return slot_count_; }
@@ -66,10 +69,12 @@ class SharedMemorySegment {
   Slot* slots_ = nullptr;
   std::uint32_t* sorted_ = nullptr;
   std::uint32_t* ring_ = nullptr;
+  Lane* lanes_ = nullptr;
   std::byte* heap_ = nullptr;
   std::uint64_t heap_capacity_ = 0;
   std::uint32_t slot_count_ = 0;
   std::uint32_t ring_capacity_ = 0;
+  std::uint32_t lane_count_ = 0;
 };
 
 // "picklewire." + name, after checking name is [A-Za-z0-9._-]{1,200}.

@@ -8,6 +8,8 @@
 
 #include <unistd.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -31,6 +33,14 @@ constexpr std::uint64_t kOneLockMessageMax = 4096;          // sender: smaller m
 constexpr std::chrono::microseconds kMaxAdaptiveSpin{250};  // receiver: longest adaptive spin window
 
 std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
+
+// CLOCK_MONOTONIC_COARSE: the last timer tick (a few ms old), read from the vDSO without a
+// hardware clock read.
+std::chrono::nanoseconds coarse_now() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
 
 std::optional<Clock::time_point> deadline_for(Timeout timeout, Clock::time_point now = Clock::now()) {
   if (!timeout) return std::nullopt;
@@ -103,6 +113,20 @@ class ShmSender final : public detail::SenderImpl {
         pid_(::getpid()),
         start_(process_start_time(pid_)) {
     check_receiver(/*force=*/true);
+    if (channel_->segment().lane_count() > 0) {
+      ChannelLock lock(*channel_);
+      lane_ = channel_->claim_lane_locked(pid_, start_);
+      if (lane_) lane_head_seen_ = channel_->segment().lane(*lane_).head.load();
+    }
+  }
+
+  ~ShmSender() override {
+    if (!lane_) return;
+    try {
+      ChannelLock lock(*channel_);
+      channel_->close_lane_locked(*lane_);
+    } catch (...) {  // lock unusable: the segment is being torn down
+    }
   }
 
   Buffer allocate(std::size_t bytes) override {
@@ -116,9 +140,7 @@ class ShmSender final : public detail::SenderImpl {
   }
 
   void send(const Message& message, Timeout timeout) override {
-    const auto now = Clock::now();  // one clock read per send (each costs ~20 ns here)
-    check_receiver(/*force=*/false, now);
-    const auto deadline = deadline_for(timeout, now);
+    check_receiver(/*force=*/false);
     const std::byte* heap = channel_->segment().heap();
     const std::uint64_t capacity = channel_->segment().heap_capacity();
 
@@ -150,6 +172,16 @@ class ShmSender final : public detail::SenderImpl {
                            " bytes of segment heap but the segment holds only " + std::to_string(capacity) +
                            " (use allocate() for large buffers, or a larger capacity)");
 
+    if (lane_ && loaned_.empty()) {
+      const std::uint64_t inline_size =
+          sizeof(LaneCell) + count * sizeof(LaneBuffer) + message.stream.size() + oob_bytes;
+      if (inline_size <= kLaneCellSize) {
+        send_inline(message, timeout);
+        record_sent(message, oob_bytes);
+        return;
+      }
+    }
+    const auto deadline = deadline_for(timeout);
     const MessageRecord record{kMessageMagic, static_cast<std::uint32_t>(count), stream_offset, message.stream.size()};
     if (loaned_.empty() && size <= kOneLockMessageMax && send_in_one_critical_section(size, message, record)) {
       record_sent(message, oob_bytes);
@@ -191,16 +223,49 @@ class ShmSender final : public detail::SenderImpl {
   bool send_in_one_critical_section(std::uint64_t size, const Message& message, const MessageRecord& record) {
     {
       ChannelLock lock(*channel_);
-      if (channel_->ring_full_locked()) return false;
+      if (channel_->queue_full_locked(lane_)) return false;
       const std::optional<std::uint32_t> slot = channel_->allocate_locked(size, pid_, start_);
       if (!slot) return false;
       std::byte* base = channel_->slot_data(*slot);
       write_contents(base, message, record);
       write_record(base, record);
-      channel_->publish_locked(*slot, {});
+      channel_->publish_locked(*slot, {}, lane_);
     }
     channel_->notify_data();
     return true;
+  }
+
+  // A message that fits one lane cell (no loans): written into the next cell of our lane and
+  // published by bumping its tail, without the lock or a slot. Waits (like any send) while the
+  // lane is full.
+  void send_inline(const Message& message, Timeout timeout) {
+    Lane& lane = channel_->segment().lane(*lane_);
+    const std::uint64_t tail = lane.tail.load(std::memory_order_relaxed);
+    if (tail - lane_head_seen_ >= kLaneCells) {
+      wait_for_space(deadline_for(timeout), "send", kLaneCellSize, [&]() -> std::optional<bool> {
+        lane_head_seen_ = lane.head.load(std::memory_order_acquire);
+        if (tail - lane_head_seen_ < kLaneCells) return true;
+        return std::nullopt;
+      });
+    }
+    std::byte* cell = lane.cells[tail % kLaneCells];
+    const LaneCell header{LaneCellKind::inline_message, 0, static_cast<std::uint32_t>(message.stream.size()),
+                          static_cast<std::uint32_t>(message.buffers.size())};
+    std::memcpy(cell, &header, sizeof header);
+    std::byte* p = cell + sizeof header;
+    for (const Buffer& b : message.buffers) {
+      const LaneBuffer entry{static_cast<std::uint32_t>(b.size()), b.readonly() ? 0u : kBufferWritable};
+      std::memcpy(p, &entry, sizeof entry);
+      p += sizeof entry;
+    }
+    if (message.stream.size()) std::memcpy(p, message.stream.data(), message.stream.size());
+    p += message.stream.size();
+    for (const Buffer& b : message.buffers) {
+      if (b.size()) std::memcpy(p, b.data(), b.size());
+      p += b.size();
+    }
+    lane.tail.store(tail + 1, std::memory_order_release);
+    channel_->notify_data();
   }
 
   // The message slot's stream and copied-in buffers, at the offsets in `record` and records_.
@@ -220,8 +285,11 @@ class ShmSender final : public detail::SenderImpl {
       std::memcpy(base + sizeof(MessageRecord), records_.data(), record.buffer_count * sizeof(BufferRecord));
   }
 
-  // PeerGone when the receiver closed the channel or died. Process checks are rate-limited.
-  void check_receiver(bool force, Clock::time_point now = Clock::now()) {
+  // PeerGone when the receiver closed the channel or died. The process check is rate-limited by
+  // the coarse clock (a few ns where Clock::now() costs ~25 ns here, a tenth of a small message's
+  // send); its tick of a few ms is precise enough for kLivenessPeriod.
+  void check_receiver(bool force) {
+    const auto now = coarse_now();
     const SegmentHeader& h = channel_->header();
     if (h.receiver_state.load() == static_cast<std::uint32_t>(ReceiverState::closed))
       throw PeerGone("shm://" + name_ + ": the receiver closed the channel");
@@ -273,7 +341,7 @@ class ShmSender final : public detail::SenderImpl {
     std::byte* base = channel_->slot_data(message_slot);
     wait_for_space(deadline, "send", 0, [&]() -> std::optional<bool> {
       ChannelLock lock(*channel_);
-      if (channel_->ring_full_locked()) return std::nullopt;
+      if (channel_->queue_full_locked(lane_)) return std::nullopt;
       loaned_slots_.clear();
       for (std::uint32_t i : loaned_) {
         const Buffer& b = message.buffers[i];
@@ -286,7 +354,7 @@ class ShmSender final : public detail::SenderImpl {
         loaned_slots_.push_back(*slot);
       }
       write_record(base, record);
-      channel_->publish_locked(message_slot, loaned_slots_);
+      channel_->publish_locked(message_slot, loaned_slots_, lane_);
       return true;
     });
     channel_->notify_data();
@@ -306,11 +374,13 @@ class ShmSender final : public detail::SenderImpl {
   pid_t pid_;
   std::uint64_t start_;
   CopyLedger ledger_;
-  Clock::time_point last_liveness_check_{};
+  std::chrono::nanoseconds last_liveness_check_{};
   // Scratch reused across sends (no per-message allocation once warm).
   std::vector<BufferRecord> records_;
   std::vector<std::uint32_t> loaned_;
   std::vector<std::uint32_t> loaned_slots_;
+  std::optional<std::uint32_t> lane_;  // our queue; nullopt: all lanes were taken, we use the ring
+  std::uint64_t lane_head_seen_ = 0;   // the receiver's lane head when we last looked (a lower bound)
 };
 
 class ShmReceiver final : public detail::ReceiverImpl {
@@ -329,7 +399,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
   std::optional<Message> recv(Timeout timeout) override {
     SegmentHeader& h = channel_->header();
     // Fast path without a clock read: a message is already queued.
-    if (h.head.load(std::memory_order_relaxed) != h.tail.load(std::memory_order_acquire)) {
+    if (anything_queued()) {
       if (std::optional<Message> m = take()) return m;
     }
     const auto start = Clock::now();
@@ -337,7 +407,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
     const auto spin_until = start + spin_window();
     auto last_reap = start;
     for (;;) {
-      if (h.head.load(std::memory_order_relaxed) != h.tail.load(std::memory_order_acquire)) {
+      if (anything_queued()) {
         if (std::optional<Message> m = take()) {
           last_wait_ = Clock::now() - start;
           return m;
@@ -354,7 +424,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
           bool ready = false;
           for (int i = 0; i < kPollsPerYield && !ready; ++i) {
             cpu_relax();
-            ready = h.tail.load(std::memory_order_relaxed) != h.head.load(std::memory_order_relaxed);
+            ready = anything_queued();
           }
           if (ready) break;
           std::this_thread::yield();
@@ -369,7 +439,8 @@ class ShmReceiver final : public detail::ReceiverImpl {
       }
       h.receiver_waiting.store(1);
       const std::uint32_t seq = h.data_seq.load();
-      if (h.head.load() == h.tail.load()) futex_wait(h.data_seq, seq, sleep_budget(deadline, kReapPeriod));
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // Dekker with Channel::notify_data
+      if (!anything_queued()) futex_wait(h.data_seq, seq, sleep_budget(deadline, kReapPeriod));
       h.receiver_waiting.store(0);
     }
   }
@@ -391,11 +462,132 @@ class ShmReceiver final : public detail::ReceiverImpl {
   CopyLedger& ledger() override { return ledger_; }
 
  private:
+  // Is a message queued on the ring or on any claimed lane? Reads only lines the senders write
+  // when they publish, so a spinning receiver keeps them in its cache until then.
+  bool anything_queued() const noexcept {
+    const SegmentHeader& h = channel_->header();
+    if (h.head.load(std::memory_order_relaxed) != h.tail.load(std::memory_order_acquire)) return true;
+    for (std::uint64_t mask = claimed_lanes(); mask != 0; mask &= mask - 1) {
+      const Lane& l = channel_->segment().lane(static_cast<std::uint32_t>(__builtin_ctzll(mask)));
+      if (l.head.load(std::memory_order_relaxed) != l.tail.load(std::memory_order_acquire)) return true;
+    }
+    return false;
+  }
+
+  std::uint64_t claimed_lanes() const noexcept {
+    const std::uint32_t count = channel_->segment().lane_count();
+    const std::uint64_t valid = count >= 64 ? ~std::uint64_t(0) : (std::uint64_t(1) << count) - 1;
+    return channel_->header().lanes_claimed.load(std::memory_order_acquire) & valid;
+  }
+
+  // The next message, round-robin over the sources (the claimed lanes from next_source_ on, the
+  // ring, the lanes before next_source_), so that no sender starves the others; within a source,
+  // in order.
   std::optional<Message> take() {
+    const std::uint64_t claimed = claimed_lanes();
+    const std::uint64_t from_next = next_source_ >= 64 ? 0 : claimed & (~std::uint64_t(0) << next_source_);
+    for (std::uint64_t mask = from_next; mask != 0; mask &= mask - 1)
+      if (std::optional<Message> m = take_from_lane(static_cast<std::uint32_t>(__builtin_ctzll(mask)))) return m;
+    const SegmentHeader& h = channel_->header();
+    if (h.head.load(std::memory_order_relaxed) != h.tail.load(std::memory_order_acquire)) {
+      next_source_ = 0;
+      return take_slot_message(std::nullopt);
+    }
+    for (std::uint64_t mask = claimed & ~from_next; mask != 0; mask &= mask - 1)
+      if (std::optional<Message> m = take_from_lane(static_cast<std::uint32_t>(__builtin_ctzll(mask)))) return m;
+    return std::nullopt;
+  }
+
+  // The message at the head of `lane`, if any.
+  std::optional<Message> take_from_lane(std::uint32_t lane) {
+    Lane& l = channel_->segment().lane(lane);
+    const std::uint64_t head = l.head.load(std::memory_order_relaxed);
+    const std::uint64_t tail = l.tail.load(std::memory_order_acquire);
+    if (head == tail) return std::nullopt;
+    next_source_ = lane + 1;
+    if (tail - head > kLaneCells) {
+      drop_lane_queue(lane);
+      throw TransportError("shm: lane " + std::to_string(lane) + " claims " + std::to_string(tail - head) +
+                           " queued messages, more than its " + std::to_string(kLaneCells) + " cells");
+    }
+    LaneCell cell;
+    std::memcpy(&cell, l.cells[head % kLaneCells], sizeof cell);
+    std::optional<Message> m =
+        cell.kind == LaneCellKind::inline_message ? take_inline(lane, head) : take_slot_message(lane);
+    if (l.closing.load(std::memory_order_relaxed) && l.head.load(std::memory_order_relaxed) == tail) {
+      ChannelLock lock(*channel_);  // its sender left and this was its last message: free the lane
+      channel_->free_lane_if_done_locked(lane, /*owner_alive=*/true);
+    }
+    return m;
+  }
+
+  // Throws away what a garbled lane holds (under the lock, so that repair sees a consistent lane).
+  void drop_lane_queue(std::uint32_t lane) {
+    ChannelLock lock(*channel_);
+    Lane& l = channel_->segment().lane(lane);
+    l.head.store(l.tail.load());
+  }
+
+  // The inline message in cell `head` of `lane`, copied out into one private block (it is at most
+  // kLaneCellSize bytes: cheaper than a slot lease), then the cell is handed back to the sender.
+  Message take_inline(std::uint32_t lane, std::uint64_t head) {
+    Lane& l = channel_->segment().lane(lane);
+    alignas(16) std::byte cell[kLaneCellSize];
+    std::memcpy(cell, l.cells[head % kLaneCells], kLaneCellSize);  // copy: the sender may scribble meanwhile
+    l.head.store(head + 1, std::memory_order_release);
+    channel_->notify_space();
+
+    LaneCell header;
+    std::memcpy(&header, cell, sizeof header);
+    const std::uint64_t table_end = sizeof header + std::uint64_t(header.buffer_count) * sizeof(LaneBuffer);
+    std::uint64_t end = table_end + header.stream_size;
+    std::uint64_t block_size = header.stream_size;  // each buffer 16-aligned in the block
+    if (table_end <= kLaneCellSize) {
+      for (std::uint32_t i = 0; i < header.buffer_count; ++i) {
+        LaneBuffer b;
+        std::memcpy(&b, cell + sizeof header + i * sizeof b, sizeof b);
+        end += b.size;
+        block_size = align_up(block_size, 16) + b.size;
+      }
+    }
+    if (table_end > kLaneCellSize || end > kLaneCellSize)
+      throw TransportError("shm: lane " + std::to_string(lane) + " cell " + std::to_string(head) + " describes " +
+                           std::to_string(header.buffer_count) + " buffers and a stream of " +
+                           std::to_string(header.stream_size) + " bytes, more than its " +
+                           std::to_string(kLaneCellSize) + " bytes");
+    auto block = std::make_shared_for_overwrite<std::byte[]>(std::max<std::uint64_t>(block_size, 1));
+    Message out;
+    const std::byte* from = cell + table_end;
+    std::memcpy(block.get(), from, header.stream_size);
+    out.stream = Buffer::take(block, block.get(), header.stream_size, true);
+    from += header.stream_size;
+    std::uint64_t at = header.stream_size;
+    out.buffers.reserve(header.buffer_count);
+    for (std::uint32_t i = 0; i < header.buffer_count; ++i) {
+      LaneBuffer b;
+      std::memcpy(&b, cell + sizeof header + i * sizeof b, sizeof b);
+      at = align_up(at, 16);
+      std::memcpy(block.get() + at, from, b.size);
+      out.buffers.push_back(Buffer::take(block, block.get() + at, b.size, (b.flags & kBufferWritable) == 0));
+      from += b.size;
+      at += b.size;
+      ledger_.oob_bytes += b.size;
+      ledger_.record_copy(CopyReason::copied_out_of_lane, b.size);
+    }
+    ledger_.messages += 1;
+    ledger_.inband_bytes += header.stream_size;
+    ledger_.oob_buffers += header.buffer_count;
+    return out;
+  }
+
+  // The slot message at the head of the ring (nullopt) or of `lane`: its Buffers are views into
+  // the slots, each holding a lease.
+  std::optional<Message> take_slot_message(std::optional<std::uint32_t> lane) {
     bool popped;
     {
       ChannelLock lock(*channel_);
-      popped = channel_->pop_locked(popped_);  // throws TransportError for an invalid record (already dequeued)
+      // Throws TransportError for an invalid record (already dequeued).
+      popped = lane ? channel_->pop_lane_locked(*lane, popped_) : channel_->pop_locked(popped_);
     }
     channel_->notify_space();
     if (!popped) return std::nullopt;
@@ -456,6 +648,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
   };
   ValidatedMessage popped_;
   std::vector<PendingLease> leases_;
+  std::uint32_t next_source_ = 0;  // take(): where the round-robin over lanes and ring resumes
 };
 
 }  // namespace
@@ -467,7 +660,7 @@ std::unique_ptr<detail::SenderImpl> connect_sender(std::string_view name, const 
 
 std::unique_ptr<detail::ReceiverImpl> bind_receiver(std::string_view name, const EndpointOptions& options) {
   SegmentGeometry geometry{options.shm.capacity, options.shm.slot_count, options.shm.ring_capacity,
-                           options.shm.prefault};
+                           options.shm.prefault, options.shm.lane_count};
   auto segment = SharedMemorySegment::create(name, geometry);
   return std::make_unique<ShmReceiver>(std::string(name), std::make_shared<Channel>(std::move(segment)), options);
 }
