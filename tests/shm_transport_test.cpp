@@ -269,6 +269,157 @@ TEST(ShmTransport, ManySendersOneReceiver) {
   EXPECT_EQ(rx.stats().slots_in_use, 0u);
 }
 
+// Each sender's lane carries its small messages inline and names the slots of its larger ones,
+// so its order holds across both kinds (and across loans); with fewer lanes than senders, the
+// others share the ring. Inline messages are counted as copied out of the lane on receive.
+class ShmLanes : public ::testing::TestWithParam<std::uint32_t> {};
+
+TEST_P(ShmLanes, EachSendersOrderHoldsAcrossInlineSlotAndLoanedMessages) {
+  UniqueChannel ch("lanes");
+  EndpointOptions o = small_options(std::size_t(4) << 20);
+  o.shm.lane_count = GetParam();
+  Receiver rx = Receiver::bind(ch.url(), o);
+  constexpr int kSenders = 3, kEach = 300;
+  // Message i of every sender: inline (no buffer, or 8 bytes), in a slot (300 B, 5 KB), loaned.
+  auto sizes_for = [](int i) -> std::vector<std::size_t> {
+    switch (i % 5) {
+      case 0: return {};
+      case 1: return {8};
+      case 2: return {300};
+      case 3: return {5000, 8};
+      default: return {};
+    }
+  };
+  std::vector<pid_t> kids;
+  for (int s = 0; s < kSenders; ++s)
+    kids.push_back(fork_child([&, s] {
+      Sender tx = Sender::connect(ch.url());
+      for (int i = 0; i < kEach; ++i) {
+        Message m = make_message(static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i), sizes_for(i));
+        if (i % 5 == 4) {  // a loaned buffer: zero copy, named by slot
+          Buffer loan = tx.allocate(2000);
+          fill_pattern(loan.mutable_data(), loan.size(), 99);
+          std::vector<std::uint64_t> head{static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i), 1,
+                                          test::checksum(loan)};
+          m.stream = Buffer::copy(head.data(), head.size() * 8, true);
+          m.buffers = {loan};
+        }
+        tx.send(m, 10s);
+      }
+      return 0;
+    }));
+  std::map<std::uint64_t, std::uint64_t> next;
+  for (int i = 0; i < kSenders * kEach; ++i) {
+    std::optional<Message> m = rx.recv(10s);
+    ASSERT_TRUE(m);
+    Seen s = verify(*m);
+    EXPECT_EQ(next[s.sender]++, s.seq) << "sender " << s.sender << " out of order";
+  }
+  for (pid_t k : kids) EXPECT_EQ(wait_child(k, 10s), 0);
+  EXPECT_EQ(rx.stats().slots_in_use, 0u);
+  // Senders with a lane sent 2 of every 5 messages inline: 8 bytes of buffer per 5 messages.
+  const std::uint64_t lanes_used = std::min<std::uint64_t>(GetParam(), kSenders);
+  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::copied_out_of_lane), lanes_used * (kEach / 5) * 8);
+}
+
+INSTANTIATE_TEST_SUITE_P(LaneCounts, ShmLanes, ::testing::Values(64u, 1u, 0u),
+                         [](const auto& param_info) { return "lanes_" + std::to_string(param_info.param); });
+
+TEST(ShmTransport, SmallMessagesTravelInlineAndAreCopiedOut) {
+  UniqueChannel ch("inline");
+  Receiver rx = Receiver::bind(ch.url(), small_options());
+  Sender tx = Sender::connect(ch.url());
+  Buffer writable = Buffer::allocate(16);
+  fill_pattern(writable.mutable_data(), 16, 5);
+  Message small;
+  small.stream = Buffer::copy("abc", 3, true);
+  small.buffers = {Buffer::copy("0123456789", 10, true), writable};
+  tx.send(small);
+  std::optional<Message> got = rx.recv(1s);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->buffers.size(), 2u);
+  EXPECT_EQ(std::memcmp(got->stream.data(), "abc", 3), 0);
+  EXPECT_EQ(std::memcmp(got->buffers[0].data(), "0123456789", 10), 0);
+  EXPECT_TRUE(got->buffers[0].readonly());
+  EXPECT_FALSE(got->buffers[1].readonly());  // sent writable: the receiver owns its copy
+  EXPECT_EQ(checksum(got->buffers[1]), checksum(writable));
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(got->buffers[1].data()) % 16, 0u);
+  EXPECT_EQ(rx.stats().slots_in_use, 0u);  // held, yet no slot: it was copied out of the lane
+  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::copied_out_of_lane), 26u);
+  EXPECT_EQ(tx.stats().ledger.copied(CopyReason::copied_into_segment), 26u);
+
+  // One byte over the cell: a slot, and the received buffer is a zero-copy view holding it.
+  const std::size_t cell_payload = shm::kLaneCellSize - sizeof(shm::LaneCell) - sizeof(shm::LaneBuffer) - 3;
+  Message big;
+  big.stream = Buffer::copy("abc", 3, true);
+  big.buffers = {Buffer::allocate(cell_payload + 1)};
+  tx.send(big);
+  got = rx.recv(1s);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(rx.stats().slots_in_use, 1u);
+  EXPECT_EQ(rx.stats().ledger.zero_copy_bytes, cell_payload + 1);
+  got.reset();
+  EXPECT_EQ(rx.stats().slots_in_use, 0u);
+  big.buffers = {Buffer::allocate(cell_payload)};  // exactly fills the cell: inline
+  tx.send(big);
+  got = rx.recv(1s);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(rx.stats().slots_in_use, 0u);
+  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::copied_out_of_lane), 26u + cell_payload);
+}
+
+// Lanes are claimed per Sender, freed when their Sender is gone and the receiver drained them
+// (or when their process died), and reused; a Sender that finds none uses the ring.
+TEST(ShmTransport, LanesAreFreedWhenTheirSenderLeavesOrDies) {
+  UniqueChannel ch("lanefree");
+  EndpointOptions o = small_options();
+  o.shm.lane_count = 1;
+  Receiver rx = Receiver::bind(ch.url(), o);
+  auto segment = shm::SharedMemorySegment::open(ch.name(), false);
+  auto claimed = [&] { return segment->header().lanes_claimed.load(); };
+  {
+    auto first = std::make_unique<Sender>(Sender::connect(ch.url()));
+    EXPECT_EQ(claimed(), 1u);
+    Sender second = Sender::connect(ch.url());  // no lane left: the ring
+    first->send(make_message(1, 0, {}));
+    second.send(make_message(2, 0, {}));
+    first.reset();  // leaves a queued message: the lane stays until it is taken
+    EXPECT_EQ(claimed(), 1u);
+    std::map<std::uint64_t, int> got;
+    for (int i = 0; i < 2; ++i) {
+      std::optional<Message> m = rx.recv(1s);
+      ASSERT_TRUE(m);
+      got[verify(*m).sender] += 1;
+    }
+    EXPECT_EQ(got[1], 1);
+    EXPECT_EQ(got[2], 1);
+    EXPECT_EQ(claimed(), 0u);  // drained: freed by the receiver
+    Sender third = Sender::connect(ch.url());
+    EXPECT_EQ(claimed(), 1u);
+  }
+  EXPECT_EQ(claimed(), 0u);  // an empty lane is freed by its Sender's destructor at once
+
+  Pipe ready;
+  pid_t child = fork_child([&] {
+    Sender tx = Sender::connect(ch.url());
+    for (int i = 0; i < 3; ++i) tx.send(make_message(3, static_cast<std::uint64_t>(i), {8}));
+    ready.put(1);
+    ::pause();
+    return 0;
+  });
+  std::uint64_t v;
+  ASSERT_TRUE(ready.get(v));
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(wait_child(child, 5s), 128 + SIGKILL);
+  for (std::uint64_t i = 0; i < 3; ++i) {  // published before the death: delivered, intact, in order
+    std::optional<Message> m = rx.recv(1s);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(verify(*m).seq, i);
+  }
+  EXPECT_FALSE(rx.recv(400ms));  // idle: the receiver reaps the dead sender's lane
+  EXPECT_EQ(claimed(), 0u);
+}
+
 TEST(ShmTransport, LeasesReleaseInAnyOrderFromAnyThread) {
   UniqueChannel ch("lease");
   Receiver rx = Receiver::bind(ch.url(), small_options());
@@ -485,6 +636,33 @@ TEST(ShmTransport, HostileRecordsAreTransportErrors) {
   expect_rejected("out of range");
   publish_bad([](auto&, auto& b) { b.slot = 77; });
   expect_rejected("not in use");
+
+  // Lane cells: claimed like a Sender would, then filled with garbage.
+  std::uint32_t lane;
+  {
+    shm::ChannelLock lock(*channel);
+    lane = *channel->claim_lane_locked(::getpid(), 0);
+  }
+  shm::Lane& l = channel->segment().lane(lane);
+  auto publish_cell = [&](shm::LaneCell cell, std::uint64_t advance = 1) {
+    const std::uint64_t tail = l.tail.load();
+    std::memcpy(l.cells[tail % shm::kLaneCells], &cell, sizeof cell);
+    l.tail.store(tail + advance);
+  };
+  publish_cell({shm::LaneCellKind::inline_message, 0, 1000, 0});
+  expect_rejected("more than its 256 bytes");
+  publish_cell({shm::LaneCellKind::inline_message, 0, 0, 0xffffffffu});
+  expect_rejected("more than its 256 bytes");
+  publish_cell({static_cast<shm::LaneCellKind>(7), 0, 0, 0});
+  expect_rejected("not a message (kind 7)");
+  publish_cell({shm::LaneCellKind::slot_message, 123456789, 0, 0});
+  expect_rejected("out of range");
+  publish_cell({shm::LaneCellKind::inline_message, 0, 0, 0}, 1000);
+  expect_rejected("claims 1000 queued messages");
+  {
+    shm::ChannelLock lock(*channel);
+    channel->close_lane_locked(lane);
+  }
   // The channel still works afterwards and nothing leaked.
   Sender tx = Sender::connect(ch.url());
   tx.send(make_message(0, 1, {10, 20}));

@@ -255,8 +255,7 @@ bool Channel::pop_lane_locked(std::uint32_t lane, ValidatedMessage& m) {
   header().space_seq.fetch_add(1);
   if (cell.kind != LaneCellKind::slot_message)
     throw TransportError("shm: lane " + std::to_string(lane) + " cell " + std::to_string(head) +
-                         " changed while it was queued (kind " + std::to_string(static_cast<std::uint32_t>(cell.kind)) +
-                         ")");
+                         " is not a message (kind " + std::to_string(static_cast<std::uint32_t>(cell.kind)) + ")");
   take_published_locked(cell.message_slot, m);
   return true;
 }
