@@ -1,4 +1,4 @@
-// transport/shm/layout.hpp — the bytes of a picklewire shared-memory segment (wire format v1).
+// transport/shm/layout.hpp — the bytes of a picklewire shared-memory segment (wire format v2).
 //
 // One segment per channel, a POSIX shared-memory object named "picklewire.NAME" (/dev/shm on
 // Linux), created 0600 by the channel's Receiver. All integers are native-endian (one host).
@@ -82,7 +82,7 @@ struct alignas(64) SegmentHeader {
 
   alignas(64) pthread_mutex_t lock;  // robust + process-shared; guards everything below
   std::uint32_t used_count;          // entries of the sorted index in use
-  std::uint32_t reserved1;           // unused (was a next-fit hint); keeps the v1 layout
+  std::uint32_t reserved1;           // unused (was a next-fit hint)
   std::uint64_t bytes_in_use;
   std::uint64_t peak_bytes_in_use;
   std::uint64_t repairs;             // times a dead lock holder's state was repaired

@@ -1,9 +1,12 @@
 // ShmSender / ShmReceiver: Messages through a SharedMemorySegment (layout.hpp, channel.hpp).
 //
-// send: one "message slot" holds the record (stream + buffer table), the stream and every buffer
-// that lives outside the segment (copied in once); buffers that already lie in the segment (loans
-// from allocate(), or views received on this channel) are named by (slot, offset, size) and not
-// copied. recv: the Message's Buffers are views into the mapping, each owning a lease on its slot.
+// send: a message that fits one cell of the sender's lane (<= 256 bytes, no loans) is written
+// there and published without the lock. Any other goes into one "message slot" holding the record
+// (stream + buffer table), the stream and every buffer that lives outside the segment (copied in
+// once); buffers that already lie in the segment (loans from allocate(), or views received on this
+// channel) are named by (slot, offset, size) and not copied; the lane cell (or, for a sender
+// without a lane, the ring entry) names the slot. recv: an inline message is copied out of its
+// cell; a slot message's Buffers are views into the mapping, each owning a lease on its slot.
 #include "shm/shm_endpoint.hpp"
 
 #include <unistd.h>
