@@ -24,8 +24,10 @@ inline constexpr std::size_t kNonTemporalFrom = std::size_t(16) << 20;
 // Sizes from which copy_into_segment uses `rep movsb` (below kNonTemporalFrom, on ERMS CPUs).
 inline constexpr std::size_t kRepMovsbFrom = std::size_t(1) << 20;
 // Sizes from which copy_into_segment shares the copy with a helper thread, in chunks of
-// kCopyChunk (on machines with more than one CPU).
-inline constexpr std::size_t kParallelCopyFrom = std::size_t(2) << 20;
+// kCopyChunk (on machines with more than one CPU). 1 MiB: on the Intel Xeon VM here the helper
+// took the 1 MiB copy-in from 0.74-0.83x to 1.3-1.5x a one-thread memcpy; on the AMD EPYC PVM of
+// an earlier session it woke too slowly (~23 us) to help at 1 MiB, and costs one wake-up there.
+inline constexpr std::size_t kParallelCopyFrom = std::size_t(1) << 20;
 inline constexpr std::size_t kCopyChunk = std::size_t(256) << 10;
 
 }  // namespace picklewire::shm
