@@ -5,7 +5,8 @@
 //   throughput: N messages of BYTES, timed from the first send to the child's "done" reply;
 //   latency:    ping-pong of BYTES-sized messages, each answered by a small reply, percentiles of
 //               the round trip;
-//   copies:     user-space copy passes per message, from the sender's ledger.
+//   copies:     user-space copy passes per message, end to end: the sender's ledger plus the
+//               receiver's (which the child sends back in its answer to kQuit).
 // --loan fills a buffer from Sender::allocate (zero copy on shm), otherwise a pre-faulted heap
 // buffer is sent (one copy into the segment on shm).
 #include <sys/wait.h>
@@ -70,7 +71,18 @@ int run_child(const BenchArgs& a, const EndpointOptions& options) {
     if (!m) return 2;
     Tag t = tag_of(*m);
     if (t == kDone || t == kPing) reply.send(control(t));
-    if (t == kQuit) return 0;
+    if (t == kQuit) {
+      // Answer with the receiving side's ledger (copies, bytes copied), then wait for the parent
+      // to confirm it arrived: ZeroMQ sends from its I/O thread, which _exit would cut short.
+      const TransportStats stats = rx.stats();
+      std::uint64_t totals[2] = {0, stats.ledger.total_copied_bytes()};
+      for (auto c : stats.ledger.copies) totals[0] += c;
+      Message answer = control(kQuit);
+      answer.buffers.push_back(Buffer::copy(totals, sizeof totals, true));
+      reply.send(answer);
+      rx.recv(std::chrono::seconds(5));
+      return 0;
+    }
   }
 }
 
@@ -163,17 +175,25 @@ void run(const BenchArgs& a) {
     rtt_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - p0).count());
   }
   tx.send(control(kQuit));
+  std::optional<Message> last = replies->recv(std::chrono::seconds(30));
+  if (!last || last->buffers.size() != 1 || last->buffers[0].size() != 2 * sizeof(std::uint64_t))
+    throw Error("bench: the receiver did not report its copies");
+  std::uint64_t receiver[2];
+  std::memcpy(receiver, last->buffers[0].data(), sizeof receiver);
+  tx.send(control(kQuit));  // received: the child may exit
   std::sort(rtt_us.begin(), rtt_us.end());
   auto pct = [&](double p) { return rtt_us.empty() ? 0.0 : rtt_us[static_cast<std::size_t>(p * (rtt_us.size() - 1))]; };
 
   TransportStats st = tx.stats();
-  std::uint64_t copies = 0;
-  for (auto c : st.ledger.copies) copies += c;
+  std::uint64_t sender_copies = 0;
+  for (auto c : st.ledger.copies) sender_copies += c;
   // Per message that carried the payload (warm-up, timed and ping messages); the control messages
   // (done, quit) carry none and would dilute the figure.
   const double payload_messages = double(kWarmUp + a.count + pings);
-  const double per_message_copies = double(copies) / payload_messages;
-  const double copied_per_message = double(st.ledger.total_copied_bytes()) / payload_messages;
+  const double sender_per_message = double(sender_copies) / payload_messages;
+  const double receiver_per_message = double(receiver[0]) / payload_messages;
+  const double per_message_copies = sender_per_message + receiver_per_message;
+  const double copied_per_message = double(st.ledger.total_copied_bytes() + receiver[1]) / payload_messages;
   const double gbps = double(a.size) * double(a.count) / seconds / 1e9;
   const double msgs = double(a.count) / seconds;
 
@@ -182,18 +202,19 @@ void run(const BenchArgs& a) {
     std::snprintf(line, sizeof line,
                   "{\"url\": \"%s\", \"size\": %llu, \"count\": %llu, \"loan\": %s, \"throughput_GBps\": %.3f, "
                   "\"messages_per_s\": %.1f, \"rtt_us\": {\"p50\": %.2f, \"p90\": %.2f, \"p99\": %.2f}, "
-                  "\"copies_per_message\": %.3f, \"copied_bytes_per_message\": %.1f}\n",
+                  "\"copies_per_message\": %.3f, \"sender_copies_per_message\": %.3f, "
+                  "\"receiver_copies_per_message\": %.3f, \"copied_bytes_per_message\": %.1f}\n",
                   a.url.c_str(), static_cast<unsigned long long>(a.size), static_cast<unsigned long long>(a.count),
                   a.loan ? "true" : "false", gbps, msgs, pct(0.5), pct(0.9), pct(0.99), per_message_copies,
-                  copied_per_message);
+                  sender_per_message, receiver_per_message, copied_per_message);
   } else {
     std::snprintf(line, sizeof line,
                   "%s size=%llu count=%llu %s\n  throughput   %.3f GB/s, %.0f messages/s\n"
                   "  round trip   p50 %.2f us, p90 %.2f us, p99 %.2f us\n"
-                  "  copies       %.2f per message (%.0f bytes copied per message)\n",
+                  "  copies       %.2f per message: %.2f sending, %.2f receiving (%.0f bytes copied per message)\n",
                   a.url.c_str(), static_cast<unsigned long long>(a.size), static_cast<unsigned long long>(a.count),
                   a.loan ? "loaned" : "copy-in", gbps, msgs, pct(0.5), pct(0.9), pct(0.99), per_message_copies,
-                  copied_per_message);
+                  sender_per_message, receiver_per_message, copied_per_message);
   }
   std::cout << line;
 }

@@ -141,15 +141,19 @@ def test_bench_runs_over_ipc_with_and_without_compress(tmp_path):
     assert not list(tmp_path.glob("bench*")), "bench left its ipc socket files"
 
 
-def test_bench_over_shm_counts_one_copy_per_payload_message_and_none_when_loaned():
+def test_bench_over_shm_counts_the_copies_of_both_sides_per_payload_message():
     name = f"pwtest-bench-{os.getpid()}"
-    size = 3 << 20  # above the size from which a helper thread shares the copy
-    for flags, copies in (([], 1.0), (["--loan"], 0.0)):
+    # 3 MiB: above the size from which a helper thread shares the copy; copied in once, or loaned.
+    # 64 B: the whole message fits a lane cell, so it is copied into the lane and out of it.
+    for size, flags, sending, receiving in ((3 << 20, [], 1.0, 0.0), (3 << 20, ["--loan"], 0.0, 0.0),
+                                            (64, [], 1.0, 1.0)):
         r = subprocess.run([CLI, "bench", f"shm://{name}", "--size", str(size), "--count", "20", "--json", *flags],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         result = json.loads(r.stdout)
-        assert result["copies_per_message"] == copies
-        assert result["copied_bytes_per_message"] == copies * size
+        assert result["sender_copies_per_message"] == sending
+        assert result["receiver_copies_per_message"] == receiving
+        assert result["copies_per_message"] == sending + receiving
+        assert result["copied_bytes_per_message"] == (sending + receiving) * size
         assert result["throughput_GBps"] > 0 and result["rtt_us"]["p50"] > 0
     assert not list(Path("/dev/shm").glob(f"picklewire.{name}*")), "bench left a segment behind"
