@@ -482,6 +482,46 @@ TEST(ShmTransport, FullSegmentBlocksThenTimesOutThenRecovers) {
   EXPECT_EQ(wait_child(child, 10s), 0);
 }
 
+// A sender's lane holds kLaneCells inline messages; then send waits for the receiver, times out
+// saying so, and a sender blocked in another process (asleep: spin 0) resumes once the receiver
+// takes a message.
+TEST(ShmTransport, FullLaneBlocksThenTimesOutThenRecovers) {
+  UniqueChannel ch("fulllane");
+  Receiver rx = Receiver::bind(ch.url(), small_options());
+  Sender tx = Sender::connect(ch.url());
+  std::uint64_t sent = 0;
+  try {
+    for (;; ++sent) tx.send(make_message(0, sent, {8}), 100ms);
+  } catch (const TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("the queue is full"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(sent, shm::kLaneCells);
+  Pipe full;
+  pid_t child = fork_child([&] {
+    EndpointOptions o;
+    o.shm.spin = 0us;
+    Sender tx2 = Sender::connect(ch.url(), o);
+    for (std::uint64_t i = 0; i < shm::kLaneCells; ++i) tx2.send(make_message(5, i, {8}), 10s);
+    full.put(1);
+    tx2.send(make_message(5, shm::kLaneCells, {8}), 10s);  // blocks until the receiver takes one
+    return 0;
+  });
+  std::uint64_t v;
+  ASSERT_TRUE(full.get(v));
+  std::this_thread::sleep_for(100ms);  // the child is asleep on its full lane by now
+  std::map<std::uint64_t, std::uint64_t> next;
+  for (std::uint64_t i = 0; i < 2 * shm::kLaneCells + 1; ++i) {
+    std::optional<Message> m = rx.recv(5s);
+    ASSERT_TRUE(m) << "message " << i;
+    Seen s = verify(*m);
+    EXPECT_EQ(next[s.sender]++, s.seq);
+  }
+  EXPECT_EQ(next[5], shm::kLaneCells + 1);
+  EXPECT_EQ(wait_child(child, 10s), 0);
+  tx.send(make_message(0, sent, {8}), 100ms);  // room again
+  ASSERT_TRUE(rx.recv(1s));
+}
+
 TEST(ShmTransport, SenderGetsPeerGoneWithinASecondOfReceiverDeath) {
   UniqueChannel ch("gone");
   Pipe ready;

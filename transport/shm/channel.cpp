@@ -432,7 +432,14 @@ std::size_t Channel::reap_dead_senders() {
 
 void Channel::notify_space() noexcept {
   SegmentHeader& h = header();
-  if (h.space_waiters.load() > 0) futex_wake_all(h.space_seq);
+  // Dekker with a sender's wait_for_space (announce in space_waiters, then look again): our frees
+  // (a lane head, a slot) are ordered before this load. The bump makes a futex_wait that races
+  // with us return at once (taking an inline lane cell changes nothing else in space_seq).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (h.space_waiters.load() > 0) {
+    h.space_seq.fetch_add(1);
+    futex_wake_all(h.space_seq);
+  }
 }
 
 void Channel::notify_data() noexcept {

@@ -245,11 +245,15 @@ class ShmSender final : public detail::SenderImpl {
     Lane& lane = channel_->segment().lane(*lane_);
     const std::uint64_t tail = lane.tail.load(std::memory_order_relaxed);
     if (tail - lane_head_seen_ >= kLaneCells) {
-      wait_for_space(deadline_for(timeout), "send", kLaneCellSize, [&]() -> std::optional<bool> {
-        lane_head_seen_ = lane.head.load(std::memory_order_acquire);
-        if (tail - lane_head_seen_ < kLaneCells) return true;
-        return std::nullopt;
-      });
+      auto lane_has_room = [&](std::uint32_t) { return tail - lane.head.load(std::memory_order_acquire) < kLaneCells; };
+      wait_for_space(
+          deadline_for(timeout), "send", kLaneCellSize,
+          [&]() -> std::optional<bool> {
+            lane_head_seen_ = lane.head.load(std::memory_order_acquire);
+            if (tail - lane_head_seen_ < kLaneCells) return true;
+            return std::nullopt;
+          },
+          lane_has_room);
     }
     std::byte* cell = lane.cells[tail % kLaneCells];
     const LaneCell header{LaneCellKind::inline_message, 0, static_cast<std::uint32_t>(message.stream.size()),
@@ -302,12 +306,16 @@ class ShmSender final : public detail::SenderImpl {
       throw PeerGone("shm://" + name_ + ": the receiver (pid " + std::to_string(h.creator_pid) + ") is gone");
   }
 
-  // Waits for space with the usual protocol: announce, read the sequence, re-try, sleep on it.
-  template <class TryFn>
+  // Waits for space: re-try while `worth_retrying(seq)` says something changed (a cheap lock-free
+  // look), spinning up to ShmOptions::spin (the receiver frees space every few hundred ns while it
+  // keeps up; sleeping instead costs a futex wake-up per message, and on few cores the wake-ups
+  // pull both processes onto one CPU), then sleep: announce, look again, sleep on space_seq.
+  template <class TryFn, class ReadyFn>
   auto wait_for_space(const std::optional<Clock::time_point>& deadline, const char* what, std::uint64_t bytes,
-                      TryFn try_once) -> decltype(try_once()) {
+                      TryFn try_once, ReadyFn worth_retrying) -> decltype(try_once()) {
     SegmentHeader& h = channel_->header();
     auto last_reap = Clock::time_point{};
+    std::optional<Clock::time_point> spin_until;
     for (;;) {
       const std::uint32_t seq = h.space_seq.load();
       if (auto r = try_once()) return r;
@@ -324,17 +332,40 @@ class ShmSender final : public detail::SenderImpl {
                            std::to_string(u.capacity) + " bytes in " + std::to_string(u.slots_in_use) +
                            " slots in use, or the queue is full: is the receiver keeping up?)");
       }
-      h.space_waiters.fetch_add(1);
-      if (h.space_seq.load() == seq) futex_wait(h.space_seq, seq, sleep_budget(deadline, kLivenessPeriod));
+      if (!spin_until) spin_until = now + options_.shm.spin;
+      if (now < *spin_until) {
+        bool ready = false;
+        for (int i = 0; i < kPollsPerYield && !ready; ++i) {
+          cpu_relax();
+          ready = worth_retrying(seq);
+        }
+        if (!ready) std::this_thread::yield();  // on few cores the receiver may need this CPU
+        continue;
+      }
+      h.space_waiters.fetch_add(1);  // Dekker with Channel::notify_space: announce, then look again
+      if (h.space_seq.load() == seq && !worth_retrying(seq))
+        futex_wait(h.space_seq, seq, sleep_budget(deadline, kLivenessPeriod));
       h.space_waiters.fetch_sub(1);
     }
   }
 
+  // For waits that a slot or ring entry freeing up ends (every such change bumps space_seq), or,
+  // for a sender with a lane, a lane cell (taking an inline cell does not bump it).
+  auto space_changed() const {
+    return [&h = channel_->header(), lane = lane_ ? &channel_->segment().lane(*lane_) : nullptr](std::uint32_t seq) {
+      if (h.space_seq.load(std::memory_order_relaxed) != seq) return true;
+      return lane && lane->tail.load(std::memory_order_relaxed) - lane->head.load(std::memory_order_acquire) < kLaneCells;
+    };
+  }
+
   std::uint32_t acquire_slot(std::uint64_t bytes, const std::optional<Clock::time_point>& deadline, const char* what) {
-    return *wait_for_space(deadline, what, bytes, [&]() -> std::optional<std::uint32_t> {
-      ChannelLock lock(*channel_);
-      return channel_->allocate_locked(bytes, pid_, start_);
-    });
+    return *wait_for_space(
+        deadline, what, bytes,
+        [&]() -> std::optional<std::uint32_t> {
+          ChannelLock lock(*channel_);
+          return channel_->allocate_locked(bytes, pid_, start_);
+        },
+        space_changed());
   }
 
   // Resolves the loaned buffers to their slots, writes the record and publishes, in one critical
@@ -359,7 +390,7 @@ class ShmSender final : public detail::SenderImpl {
       write_record(base, record);
       channel_->publish_locked(message_slot, loaned_slots_, lane_);
       return true;
-    });
+    }, space_changed());
     channel_->notify_data();
   }
 
