@@ -9,9 +9,8 @@
 // cell; a slot message's Buffers are views into the mapping, each owning a lease on its slot.
 #include "shm/shm_endpoint.hpp"
 
-#include <unistd.h>
-
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -589,7 +588,11 @@ class ShmReceiver final : public detail::ReceiverImpl {
                            std::to_string(header.buffer_count) + " buffers and a stream of " +
                            std::to_string(header.stream_size) + " bytes, more than its " +
                            std::to_string(kLaneCellSize) + " bytes");
-    auto block = std::make_shared_for_overwrite<std::byte[]>(std::max<std::uint64_t>(block_size, 1));
+    struct alignas(16) Chunk {  // so that the block, hence every buffer in it, is 16-byte aligned
+      std::byte bytes[16];
+    };
+    const auto chunks = std::make_shared_for_overwrite<Chunk[]>(std::max<std::uint64_t>(block_size, 1) / 16 + 1);
+    const std::shared_ptr<std::byte> block(chunks, chunks[0].bytes);
     Message out;
     const std::byte* from = cell + table_end;
     std::memcpy(block.get(), from, header.stream_size);
