@@ -522,6 +522,43 @@ TEST(ShmTransport, FullLaneBlocksThenTimesOutThenRecovers) {
   ASSERT_TRUE(rx.recv(1s));
 }
 
+// A lane has one producer and one consumer: endpoints copied into a forked child refuse to be
+// used there (saying so), and their destructors in the child leave the parent's channel alone.
+TEST(ShmTransport, EndpointsInheritedThroughForkRefuseWorkAndLeaveTheChannelAlone) {
+  UniqueChannel ch("fork");
+  auto rx = std::make_unique<Receiver>(Receiver::bind(ch.url(), small_options()));
+  auto tx = std::make_unique<Sender>(Sender::connect(ch.url()));
+  pid_t child = fork_child([&] {
+    int refused = 0;
+    try {
+      tx->send(make_message(9, 0, {8}), 1s);
+    } catch (const TransportError& e) {
+      refused += std::string(e.what()).find("after fork()") != std::string::npos;
+    }
+    try {
+      rx->recv(0ms);
+    } catch (const TransportError& e) {
+      refused += std::string(e.what()).find("after fork()") != std::string::npos;
+    }
+    tx.reset();  // destructors run in the child: they must not close the parent's lane or channel
+    rx.reset();
+    Sender own = Sender::connect(ch.url());  // a new Sender in the child works
+    own.send(make_message(9, 1, {8}), 1s);
+    return refused == 2 ? 0 : 1;
+  });
+  EXPECT_EQ(wait_child(child, 10s), 0);
+  tx->send(make_message(1, 0, {8}), 1s);
+  std::map<std::uint64_t, std::uint64_t> seen;
+  for (int i = 0; i < 2; ++i) {
+    std::optional<Message> m = rx->recv(1s);
+    ASSERT_TRUE(m);
+    Seen s = verify(*m);
+    seen[s.sender] = s.seq;
+  }
+  EXPECT_EQ(seen[1], 0u);
+  EXPECT_EQ(seen[9], 1u);
+}
+
 TEST(ShmTransport, SenderGetsPeerGoneWithinASecondOfReceiverDeath) {
   UniqueChannel ch("gone");
   Pipe ready;

@@ -9,10 +9,12 @@
 // cell; a slot message's Buffers are views into the mapping, each owning a lease on its slot.
 #include "shm/shm_endpoint.hpp"
 
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -42,6 +44,28 @@ std::chrono::nanoseconds coarse_now() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+// This process's pid, kept current across fork() by an atfork handler (glibc's getpid() is a
+// system call; this is a load).
+std::atomic<pid_t> g_pid{0};
+void refresh_pid() noexcept { g_pid.store(::getpid(), std::memory_order_relaxed); }
+pid_t current_pid() noexcept {
+  static const bool registered = [] {
+    refresh_pid();
+    ::pthread_atfork(nullptr, nullptr, refresh_pid);
+    return true;
+  }();
+  (void)registered;
+  return g_pid.load(std::memory_order_relaxed);
+}
+
+// An endpoint serves the process that made it: a lane has one producer and one consumer, and a
+// slot hold names its sender's pid. A forked child must connect (or bind) anew.
+void check_same_process(pid_t owner, const std::string& name, const char* what) {
+  if (current_pid() != owner)
+    throw TransportError("shm://" + name + ": this " + what + " was made by process " + std::to_string(owner) +
+                         "; after fork(), connect or bind a new one in the child");
 }
 
 std::optional<Clock::time_point> deadline_for(Timeout timeout, Clock::time_point now = Clock::now()) {
@@ -112,7 +136,7 @@ class ShmSender final : public detail::SenderImpl {
       : name_(std::move(name)),
         channel_(std::move(channel)),
         options_(options),
-        pid_(::getpid()),
+        pid_(current_pid()),
         start_(process_start_time(pid_)) {
     check_receiver(/*force=*/true);
     if (channel_->segment().lane_count() > 0) {
@@ -123,7 +147,7 @@ class ShmSender final : public detail::SenderImpl {
   }
 
   ~ShmSender() override {
-    if (!lane_) return;
+    if (!lane_ || current_pid() != pid_) return;  // a forked child's copy: the lane is still its parent's
     try {
       ChannelLock lock(*channel_);
       channel_->close_lane_locked(*lane_);
@@ -132,6 +156,7 @@ class ShmSender final : public detail::SenderImpl {
   }
 
   Buffer allocate(std::size_t bytes) override {
+    check_same_process(pid_, name_, "Sender");
     const std::uint64_t capacity = channel_->segment().heap_capacity();
     if (bytes > capacity)
       throw TransportError("shm://" + name_ + ": cannot allocate " + std::to_string(bytes) +
@@ -142,6 +167,7 @@ class ShmSender final : public detail::SenderImpl {
   }
 
   void send(const Message& message, Timeout timeout) override {
+    check_same_process(pid_, name_, "Sender");
     check_receiver(/*force=*/false);
     const std::byte* heap = channel_->segment().heap();
     const std::uint64_t capacity = channel_->segment().heap_capacity();
@@ -419,9 +445,10 @@ class ShmSender final : public detail::SenderImpl {
 class ShmReceiver final : public detail::ReceiverImpl {
  public:
   ShmReceiver(std::string name, std::shared_ptr<Channel> channel, const EndpointOptions& options)
-      : name_(std::move(name)), channel_(std::move(channel)), options_(options) {}
+      : name_(std::move(name)), channel_(std::move(channel)), options_(options), pid_(current_pid()) {}
 
   ~ShmReceiver() override {
+    if (current_pid() != pid_) return;  // a forked child's copy: the channel is still its parent's
     // Senders see `closed` at once; the name goes now, the memory when the last mapping (ours,
     // held by outstanding leases, or a sender's) goes.
     channel_->header().receiver_state.store(static_cast<std::uint32_t>(ReceiverState::closed));
@@ -430,6 +457,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
   }
 
   std::optional<Message> recv(Timeout timeout) override {
+    check_same_process(pid_, name_, "Receiver");
     SegmentHeader& h = channel_->header();
     // Fast path without a clock read: a message is already queued.
     if (anything_queued()) {
@@ -675,6 +703,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
   std::string name_;
   std::shared_ptr<Channel> channel_;
   EndpointOptions options_;
+  pid_t pid_;
   CopyLedger ledger_;
   std::chrono::nanoseconds last_wait_{kMaxAdaptiveSpin + std::chrono::microseconds(1)};  // see spin_window()
   // take()'s scratch, reused so that a warm receiver allocates only the Message and its leases.
