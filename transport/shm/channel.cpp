@@ -162,10 +162,7 @@ void Channel::release_received_locked(std::uint32_t slot) noexcept {
 }
 
 bool Channel::queue_full_locked(std::optional<std::uint32_t> lane) const noexcept {
-  if (lane) {
-    const Lane& l = segment_->lane(*lane);
-    return l.tail.load(std::memory_order_relaxed) - l.head.load(std::memory_order_acquire) >= kLaneCells;
-  }
+  if (lane) return !lane_has_room(segment_->lane(*lane));
   const SegmentHeader& h = header();
   return h.tail.load(std::memory_order_relaxed) - h.head.load(std::memory_order_relaxed) >= segment_->ring_capacity();
 }

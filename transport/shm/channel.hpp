@@ -34,6 +34,11 @@ namespace picklewire::shm {
 
 class Channel;
 
+// Whether a lane has a free cell (a lower bound for its owner: the receiver only frees more).
+inline bool lane_has_room(const Lane& lane) noexcept {
+  return lane.tail.load(std::memory_order_relaxed) - lane.head.load(std::memory_order_acquire) < kLaneCells;
+}
+
 // pthread_mutex_lock for the segment's robust, process-shared mutex, without its one way to sleep
 // forever: an unlock wakes one waiter, and when that waiter is SIGKILLed before it takes the lock,
 // the wake-up dies with it while the other waiters sleep on a free lock (the kernel's robust-list

@@ -263,22 +263,29 @@ class ShmSender final : public detail::SenderImpl {
     return true;
   }
 
+  // For waits that a slot or ring entry freeing up ends (every such change bumps space_seq), or,
+  // for a sender with a lane, a lane cell (taking an inline cell does not bump it).
+  auto space_changed() const {
+    return [&h = channel_->header(), lane = lane_ ? &channel_->segment().lane(*lane_) : nullptr](std::uint32_t seq) {
+      return h.space_seq.load(std::memory_order_relaxed) != seq || (lane && lane_has_room(*lane));
+    };
+  }
+
   // A message that fits one lane cell (no loans): written into the next cell of our lane and
   // published by bumping its tail, without the lock or a slot. Waits (like any send) while the
   // lane is full.
   void send_inline(const Message& message, Timeout timeout) {
     Lane& lane = channel_->segment().lane(*lane_);
     const std::uint64_t tail = lane.tail.load(std::memory_order_relaxed);
-    if (tail - lane_head_seen_ >= kLaneCells) {
-      auto lane_has_room = [&](std::uint32_t) { return tail - lane.head.load(std::memory_order_acquire) < kLaneCells; };
+    if (tail - lane_head_seen_ >= kLaneCells) {  // perhaps full: look at the receiver's head
       wait_for_space(
           deadline_for(timeout), "send", kLaneCellSize,
           [&]() -> std::optional<bool> {
-            lane_head_seen_ = lane.head.load(std::memory_order_acquire);
-            if (tail - lane_head_seen_ < kLaneCells) return true;
+            if (lane_has_room(lane)) return true;
             return std::nullopt;
           },
-          lane_has_room);
+          space_changed());
+      lane_head_seen_ = lane.head.load(std::memory_order_acquire);
     }
     std::byte* cell = lane.cells[tail % kLaneCells];
     const LaneCell header{LaneCellKind::inline_message, 0, static_cast<std::uint32_t>(message.stream.size()),
@@ -372,15 +379,6 @@ class ShmSender final : public detail::SenderImpl {
         futex_wait(h.space_seq, seq, sleep_budget(deadline, kLivenessPeriod));
       h.space_waiters.fetch_sub(1);
     }
-  }
-
-  // For waits that a slot or ring entry freeing up ends (every such change bumps space_seq), or,
-  // for a sender with a lane, a lane cell (taking an inline cell does not bump it).
-  auto space_changed() const {
-    return [&h = channel_->header(), lane = lane_ ? &channel_->segment().lane(*lane_) : nullptr](std::uint32_t seq) {
-      if (h.space_seq.load(std::memory_order_relaxed) != seq) return true;
-      return lane && lane->tail.load(std::memory_order_relaxed) - lane->head.load(std::memory_order_acquire) < kLaneCells;
-    };
   }
 
   std::uint32_t acquire_slot(std::uint64_t bytes, const std::optional<Clock::time_point>& deadline, const char* what) {
