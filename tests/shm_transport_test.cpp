@@ -69,6 +69,23 @@ Seen verify(const Message& m) {
   return {head[0], head[1]};
 }
 
+// Receives `count` test messages, checking that each sender's arrive in order (seq 0, 1, ...);
+// returns how many came from each sender. Across senders the receiver takes turns, so no order
+// holds there.
+std::map<std::uint64_t, std::uint64_t> receive_in_sender_order(Receiver& rx, std::size_t count) {
+  std::map<std::uint64_t, std::uint64_t> next;
+  for (std::size_t i = 0; i < count; ++i) {
+    std::optional<Message> m = rx.recv(10s);
+    if (!m) {
+      ADD_FAILURE() << "message " << i << " of " << count << " did not arrive";
+      break;
+    }
+    Seen s = verify(*m);
+    EXPECT_EQ(next[s.sender]++, s.seq) << "sender " << s.sender << " out of order";
+  }
+  return next;
+}
+
 TEST(ShmTransport, RoundTripInProcessWithCopyLedger) {
   UniqueChannel ch("rt");
   Receiver rx = Receiver::bind(ch.url(), small_options());
@@ -258,13 +275,7 @@ TEST(ShmTransport, ManySendersOneReceiver) {
         tx.send(make_message(static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i), {rng() % 60000, 8}), 10s);
       return 0;
     }));
-  std::map<std::uint64_t, std::uint64_t> next;
-  for (int i = 0; i < kSenders * kEach; ++i) {
-    std::optional<Message> m = rx.recv(10s);
-    ASSERT_TRUE(m);
-    Seen s = verify(*m);
-    EXPECT_EQ(next[s.sender]++, s.seq) << "sender " << s.sender << " out of order";
-  }
+  receive_in_sender_order(rx, kSenders * kEach);
   for (pid_t k : kids) EXPECT_EQ(wait_child(k, 10s), 0);
   EXPECT_EQ(rx.stats().slots_in_use, 0u);
 }
@@ -308,18 +319,17 @@ TEST_P(ShmLanes, EachSendersOrderHoldsAcrossInlineSlotAndLoanedMessages) {
       }
       return 0;
     }));
-  std::map<std::uint64_t, std::uint64_t> next;
-  for (int i = 0; i < kSenders * kEach; ++i) {
-    std::optional<Message> m = rx.recv(10s);
-    ASSERT_TRUE(m);
-    Seen s = verify(*m);
-    EXPECT_EQ(next[s.sender]++, s.seq) << "sender " << s.sender << " out of order";
-  }
+  receive_in_sender_order(rx, kSenders * kEach);
   for (pid_t k : kids) EXPECT_EQ(wait_child(k, 10s), 0);
   EXPECT_EQ(rx.stats().slots_in_use, 0u);
-  // Senders with a lane sent 2 of every 5 messages inline: 8 bytes of buffer per 5 messages.
-  const std::uint64_t lanes_used = std::min<std::uint64_t>(GetParam(), kSenders);
-  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::copied_out_of_lane), lanes_used * (kEach / 5) * 8);
+  // A sender with a lane sent 2 of every 5 messages inline: 8 bytes of buffer per 5 messages.
+  // With fewer lanes than senders, a lane freed by a sender that finished may be claimed by one
+  // that connects later, so between that many and all of the senders had one.
+  const std::uint64_t per_sender = (kEach / 5) * 8;
+  const std::uint64_t copied = rx.stats().ledger.copied(CopyReason::copied_out_of_lane);
+  EXPECT_EQ(copied % per_sender, 0u);
+  EXPECT_GE(copied, std::min<std::uint64_t>(GetParam(), kSenders) * per_sender);
+  EXPECT_LE(copied, (GetParam() == 0 ? 0 : kSenders) * per_sender);
 }
 
 INSTANTIATE_TEST_SUITE_P(LaneCounts, ShmLanes, ::testing::Values(64u, 1u, 0u),
@@ -475,16 +485,9 @@ TEST(ShmTransport, FullSegmentBlocksThenTimesOutThenRecovers) {
     return 0;
   });
   std::this_thread::sleep_for(100ms);
-  // All of them arrive, each sender's in order (across senders the receiver takes turns).
-  std::map<std::uint64_t, std::uint64_t> next;
-  for (int i = 0; i < sent + 1; ++i) {
-    std::optional<Message> m = rx.recv(5s);
-    ASSERT_TRUE(m) << "message " << i;
-    Seen s = verify(*m);
-    EXPECT_EQ(next[s.sender]++, s.seq);
-  }
-  EXPECT_EQ(next[0], static_cast<std::uint64_t>(sent));
-  EXPECT_EQ(next[5], 1u);
+  std::map<std::uint64_t, std::uint64_t> got = receive_in_sender_order(rx, static_cast<std::size_t>(sent) + 1);
+  EXPECT_EQ(got[0], static_cast<std::uint64_t>(sent));
+  EXPECT_EQ(got[5], 1u);
   EXPECT_EQ(wait_child(child, 10s), 0);
 }
 
@@ -515,14 +518,9 @@ TEST(ShmTransport, FullLaneBlocksThenTimesOutThenRecovers) {
   std::uint64_t v;
   ASSERT_TRUE(full.get(v));
   std::this_thread::sleep_for(100ms);  // the child is asleep on its full lane by now
-  std::map<std::uint64_t, std::uint64_t> next;
-  for (std::uint64_t i = 0; i < 2 * shm::kLaneCells + 1; ++i) {
-    std::optional<Message> m = rx.recv(5s);
-    ASSERT_TRUE(m) << "message " << i;
-    Seen s = verify(*m);
-    EXPECT_EQ(next[s.sender]++, s.seq);
-  }
-  EXPECT_EQ(next[5], shm::kLaneCells + 1);
+  std::map<std::uint64_t, std::uint64_t> got = receive_in_sender_order(rx, 2 * shm::kLaneCells + 1);
+  EXPECT_EQ(got[0], shm::kLaneCells);
+  EXPECT_EQ(got[5], shm::kLaneCells + 1);
   EXPECT_EQ(wait_child(child, 10s), 0);
   tx.send(make_message(0, sent, {8}), 100ms);  // room again
   ASSERT_TRUE(rx.recv(1s));
