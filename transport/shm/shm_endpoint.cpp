@@ -588,28 +588,36 @@ class ShmReceiver final : public detail::ReceiverImpl {
   }
 
   // The inline message in cell `head` of `lane`, copied out into one private block (it is at most
-  // kLaneCellSize bytes: cheaper than a slot lease), then the cell is handed back to the sender.
+  // kLaneCellSize bytes: cheaper than a slot lease); then the cell goes back to the sender. The
+  // header and buffer table are copied out of the segment and checked once, and the payload is
+  // copied straight from the cell within those checked sizes: a sender that scribbles meanwhile
+  // garbles only its own message, it cannot make us read outside the cell.
   Message take_inline(std::uint32_t lane, std::uint64_t head) {
     Lane& l = channel_->segment().lane(lane);
-    alignas(16) std::byte cell[kLaneCellSize];
-    std::memcpy(cell, l.cells[head % kLaneCells], kLaneCellSize);  // copy: the sender may scribble meanwhile
-    l.head.store(head + 1, std::memory_order_release);
-    channel_->notify_space();
+    const std::byte* cell = l.cells[head % kLaneCells];
+    struct HandBack {  // on every exit, the error paths included
+      Lane& lane;
+      std::uint64_t next;
+      Channel& channel;
+      ~HandBack() {
+        lane.head.store(next, std::memory_order_release);
+        channel.notify_space();
+      }
+    } hand_back{l, head + 1, *channel_};
 
+    constexpr std::uint32_t kMaxBuffers = (kLaneCellSize - sizeof(LaneCell)) / sizeof(LaneBuffer);
     LaneCell header;
     std::memcpy(&header, cell, sizeof header);
-    const std::uint64_t table_end = sizeof header + std::uint64_t(header.buffer_count) * sizeof(LaneBuffer);
-    std::uint64_t end = table_end + header.stream_size;
+    LaneBuffer table[kMaxBuffers];
+    const std::uint32_t count = std::min(header.buffer_count, kMaxBuffers);
+    std::memcpy(table, cell + sizeof header, count * sizeof(LaneBuffer));
+    std::uint64_t end = sizeof header + std::uint64_t(header.buffer_count) * sizeof(LaneBuffer) + header.stream_size;
     std::uint64_t block_size = header.stream_size;  // each buffer 16-aligned in the block
-    if (table_end <= kLaneCellSize) {
-      for (std::uint32_t i = 0; i < header.buffer_count; ++i) {
-        LaneBuffer b;
-        std::memcpy(&b, cell + sizeof header + i * sizeof b, sizeof b);
-        end += b.size;
-        block_size = align_up(block_size, 16) + b.size;
-      }
+    for (std::uint32_t i = 0; i < count; ++i) {
+      end += table[i].size;
+      block_size = align_up(block_size, 16) + table[i].size;
     }
-    if (table_end > kLaneCellSize || end > kLaneCellSize)
+    if (end > kLaneCellSize)
       throw TransportError("shm: lane " + std::to_string(lane) + " cell " + std::to_string(head) + " describes " +
                            std::to_string(header.buffer_count) + " buffers and a stream of " +
                            std::to_string(header.stream_size) + " bytes, more than its " +
@@ -617,18 +625,17 @@ class ShmReceiver final : public detail::ReceiverImpl {
     struct alignas(16) Chunk {  // so that the block, hence every buffer in it, is 16-byte aligned
       std::byte bytes[16];
     };
-    const auto chunks = std::make_shared_for_overwrite<Chunk[]>(std::max<std::uint64_t>(block_size, 1) / 16 + 1);
+    const auto chunks = std::make_shared_for_overwrite<Chunk[]>(block_size / 16 + 1);
     const std::shared_ptr<std::byte> block(chunks, chunks[0].bytes);
     Message out;
-    const std::byte* from = cell + table_end;
+    const std::byte* from = cell + sizeof header + count * sizeof(LaneBuffer);
     std::memcpy(block.get(), from, header.stream_size);
     out.stream = Buffer::take(block, block.get(), header.stream_size, true);
     from += header.stream_size;
     std::uint64_t at = header.stream_size;
-    out.buffers.reserve(header.buffer_count);
-    for (std::uint32_t i = 0; i < header.buffer_count; ++i) {
-      LaneBuffer b;
-      std::memcpy(&b, cell + sizeof header + i * sizeof b, sizeof b);
+    out.buffers.reserve(count);
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const LaneBuffer& b = table[i];
       at = align_up(at, 16);
       std::memcpy(block.get() + at, from, b.size);
       out.buffers.push_back(Buffer::take(block, block.get() + at, b.size, (b.flags & kBufferWritable) == 0));
@@ -639,7 +646,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
     }
     ledger_.messages += 1;
     ledger_.inband_bytes += header.stream_size;
-    ledger_.oob_buffers += header.buffer_count;
+    ledger_.oob_buffers += count;
     return out;
   }
 
