@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "picklewire/endpoint.hpp"
+#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
 
 using namespace picklewire;
@@ -83,20 +84,20 @@ void wait_for_receiver(int ack_fd) {
 int sender(const std::string& url, std::int64_t elements, int count, int ack_fd) {
   Sender tx = Sender::connect(url);
   for (int i = 0; i < count; ++i) {
-    NDArray a = tx.allocate_array(DType::of<double>(), {elements});  // lives in the segment
+    NDArray a = allocate_array(tx, DType::of<double>(), {elements});  // lives in the segment
     const double sum = fill(a.as_mutable<double>(), 0.5);           // writing it IS the transfer
-    tx.send(message("loaned", a, sum));
+    send_value(tx, message("loaned", a, sum));
     wait_for_receiver(ack_fd);
   }
   const CopyLedger after_loans = tx.stats().ledger;
   NDArray heap = NDArray::allocate(DType::of<double>(), {elements}, Order::C, Init::uninitialised);
   const double sum = fill(heap.as_mutable<double>(), 0.25);
   for (int i = 0; i < count; ++i) {
-    tx.send(message("copy-in", heap, sum));
+    send_value(tx, message("copy-in", heap, sum));
     wait_for_receiver(ack_fd);
   }
   const CopyLedger all = tx.stats().ledger;
-  tx.send(Value::dict({{"loaned", ledger_value(after_loans)}, {"copy-in", ledger_value(minus(all, after_loans))}}));
+  send_value(tx, Value::dict({{"loaned", ledger_value(after_loans)}, {"copy-in", ledger_value(minus(all, after_loans))}}));
   return 0;
 }
 
@@ -171,7 +172,7 @@ int main(int argc, char** argv) {
         for_python = rx.recv(60s);
         if (for_python) v = load(*for_python);
       } else {
-        v = rx.recv_value(60s);
+        v = recv_value(rx, 60s);
       }
       const std::int64_t arrived = now_ns();
       if (!v) {
@@ -197,7 +198,7 @@ int main(int argc, char** argv) {
   std::printf("(the loaned path copies nothing: its time is the fixed cost of a message, whatever the size)\n");
   if (for_python) show_python_view(*for_python);
   for_python.reset();
-  std::optional<Value> sender_ledgers = rx.recv_value(60s);
+  std::optional<Value> sender_ledgers = recv_value(rx, 60s);
   int status = 0;
   ::waitpid(child, &status, 0);
   ::close(ack[1]);

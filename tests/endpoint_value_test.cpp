@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "picklewire/endpoint.hpp"
+#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
 #include "picklewire/repr.hpp"
 #include "shm_support.hpp"
@@ -30,7 +31,7 @@ using test::fill_pattern;
 using test::wait_child;
 
 constexpr const char* kPeerEnv = "PICKLEWIRE_VALUE_PEER";  // "<scenario> <url>" for the sender process
-constexpr std::size_t kThreshold = EndpointOptions{}.inband_threshold;
+constexpr std::size_t kThreshold = 4096;  // EndpointOptions::inband_threshold by default (checked in the first test)
 
 // The byte counts the graph below is made of, by how each buffer travels.
 constexpr std::size_t kSmallBuffer = 100;                      // in-band (below the threshold)
@@ -65,7 +66,7 @@ Value make_graph(Sender* lender) {
 
   Buffer loan = lender ? lender->allocate(kLoanBuffer) : Buffer::allocate(kLoanBuffer);
   fill(loan, 2);
-  NDArray loan_array = lender ? lender->allocate_array(DType::of<double>(), {kLoanRows, kLoanCols})
+  NDArray loan_array = lender ? allocate_array(*lender, DType::of<double>(), {kLoanRows, kLoanCols})
                               : NDArray::allocate(DType::of<double>(), {kLoanRows, kLoanCols});
   fill_values<double>(loan_array, 0.25);
 
@@ -94,7 +95,7 @@ void run_sender(const std::string& scenario, const std::string& url) {
   Sender tx = Sender::connect(url);
   const bool shm = url.rfind("shm://", 0) == 0;
   if (scenario == "graph") {
-    tx.send(make_graph(&tx), 10s);
+    send_value(tx, make_graph(&tx), 10s);
     const CopyLedger l = tx.stats().ledger;
     EXPECT_EQ(l.messages, 1u);
     EXPECT_EQ(l.copied(CopyReason::inband_below_threshold), kSmallBuffer + kSmallArray);
@@ -110,11 +111,11 @@ void run_sender(const std::string& scenario, const std::string& url) {
       EXPECT_EQ(l.total_copied_bytes(), kSmallBuffer + kSmallArray);
     }
   } else if (scenario == "array") {
-    NDArray a = tx.allocate_array(DType::of<double>(), {512, 1024});
+    NDArray a = allocate_array(tx, DType::of<double>(), {512, 1024});
     std::span<double> v = a.as_mutable<double>();
     for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i) * 1.5 - 7;
     const void* where = a.data.data();
-    tx.send(Value::ndarray(a), 10s);
+    send_value(tx, Value::ndarray(a), 10s);
     EXPECT_EQ(a.data.data(), where);
     const CopyLedger l = tx.stats().ledger;
     EXPECT_EQ(l.total_copied_bytes(), 0u);
@@ -201,7 +202,7 @@ class EndpointValue : public ::testing::TestWithParam<std::string> {
  protected:
   std::optional<Value> value_from(const std::string& scenario) {
     pid_t peer = spawn_sender(scenario, t.url());
-    std::optional<Value> got = rx.recv_value(20s);
+    std::optional<Value> got = recv_value(rx, 20s);
     EXPECT_EQ(wait_child(peer, 20s), 0) << "the sender process failed (its output is above)";
     return got;
   }
@@ -210,6 +211,7 @@ class EndpointValue : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(EndpointValue, GraphWithInBandLoanedAndHeapBuffers) {
+  ASSERT_EQ(kThreshold, EndpointOptions{}.inband_threshold);  // the sizes above straddle the default
   std::optional<Value> got = value_from("graph");
   ASSERT_TRUE(got);
 
@@ -282,18 +284,18 @@ TEST(AllocateArray, LayoutAndBadShapes) {
   options.shm.capacity = std::size_t(4) << 20;
   Receiver rx = Receiver::bind(ch.url(), options);
   Sender tx = Sender::connect(ch.url());
-  NDArray f = tx.allocate_array(DType::of<float>(), {3, 5}, Order::F);
+  NDArray f = allocate_array(tx, DType::of<float>(), {3, 5}, Order::F);
   EXPECT_TRUE(f.is_f_contiguous());
   EXPECT_EQ(f.nbytes(), 60u);
   EXPECT_EQ(f.data.size(), 60u);
   EXPECT_FALSE(f.readonly());
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(f.data.data()) % 64, 0u);
   EXPECT_TRUE(in_shm_mapping(f.data.data(), f.nbytes(), ch.name()));
-  NDArray empty = tx.allocate_array(DType::of<std::int16_t>(), {0, 4});
+  NDArray empty = allocate_array(tx, DType::of<std::int16_t>(), {0, 4});
   EXPECT_EQ(empty.nbytes(), 0u);
-  EXPECT_THROW(tx.allocate_array(DType::of<double>(), {-1}), Error);
-  EXPECT_THROW(tx.allocate_array(DType::of<double>(), {std::int64_t(1) << 40, std::int64_t(1) << 40}), Error);
-  EXPECT_THROW(tx.allocate_array(DType::of<double>(), {std::int64_t(1) << 30}), TransportError);  // 8 GiB > 4 MiB
+  EXPECT_THROW(allocate_array(tx, DType::of<double>(), {-1}), Error);
+  EXPECT_THROW(allocate_array(tx, DType::of<double>(), {std::int64_t(1) << 40, std::int64_t(1) << 40}), Error);
+  EXPECT_THROW(allocate_array(tx, DType::of<double>(), {std::int64_t(1) << 30}), TransportError);  // 8 GiB > 4 MiB
 }
 
 }  // namespace

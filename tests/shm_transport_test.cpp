@@ -326,7 +326,7 @@ TEST_P(ShmLanes, EachSendersOrderHoldsAcrossInlineSlotAndLoanedMessages) {
   // With fewer lanes than senders, a lane freed by a sender that finished may be claimed by one
   // that connects later, so between that many and all of the senders had one.
   const std::uint64_t per_sender = (kEach / 5) * 8;
-  const std::uint64_t copied = rx.stats().ledger.copied(CopyReason::copied_out_of_lane);
+  const std::uint64_t copied = rx.stats().ledger.copied(CopyReason::travelled_inline);
   EXPECT_EQ(copied % per_sender, 0u);
   EXPECT_GE(copied, std::min<std::uint64_t>(GetParam(), kSenders) * per_sender);
   EXPECT_LE(copied, (GetParam() == 0 ? 0 : kSenders) * per_sender);
@@ -355,7 +355,7 @@ TEST(ShmTransport, SmallMessagesTravelInlineAndAreCopiedOut) {
   EXPECT_EQ(checksum(got->buffers[1]), checksum(writable));
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(got->buffers[1].data()) % 16, 0u);
   EXPECT_EQ(rx.stats().slots_in_use, 0u);  // held, yet no slot: it was copied out of the lane
-  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::copied_out_of_lane), 26u);
+  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::travelled_inline), 26u);
   EXPECT_EQ(tx.stats().ledger.copied(CopyReason::copied_into_segment), 26u);
 
   // One byte over the cell: a slot, and the received buffer is a zero-copy view holding it.
@@ -375,7 +375,7 @@ TEST(ShmTransport, SmallMessagesTravelInlineAndAreCopiedOut) {
   got = rx.recv(1s);
   ASSERT_TRUE(got);
   EXPECT_EQ(rx.stats().slots_in_use, 0u);
-  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::copied_out_of_lane), 26u + cell_payload);
+  EXPECT_EQ(rx.stats().ledger.copied(CopyReason::travelled_inline), 26u + cell_payload);
 }
 
 // Lanes are claimed per Sender, freed when their Sender is gone and the receiver drained them

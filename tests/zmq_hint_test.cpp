@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "picklewire/endpoint.hpp"
+#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
 #include "picklewire/pickler.hpp"
 #include "picklewire/unpickler.hpp"
@@ -111,7 +112,7 @@ std::vector<zmq::message_t> send_raw(const Value& value, const EndpointOptions& 
   std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   pull.bind(url);
   Sender tx = Sender::connect(url, options);
-  tx.send(value, 5000ms);
+  send_value(tx, value, 5000ms);
   std::vector<zmq::message_t> frames;
   for (;;) {
     zmq::message_t f;
@@ -172,7 +173,7 @@ TEST_P(ZmqItemSizeRoundTrip, ReceiverGetsTheHintsAndTheData) {
   Sender tx = Sender::connect(url, o);
   NDArray i16 = int16_arange(), f64 = float64_arange();
   Buffer pb = random_bytes(100000, 4);
-  tx.send(mixed_value(i16, f64, pb), 5000ms);
+  send_value(tx, mixed_value(i16, f64, pb), 5000ms);
   std::optional<Message> m = rx.recv(5000ms);
   ASSERT_TRUE(m);
   EXPECT_EQ(m->item_sizes, (std::vector<std::uint32_t>{2, 8, 0}));

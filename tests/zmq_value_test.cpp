@@ -10,6 +10,7 @@
 #include <random>
 
 #include "picklewire/endpoint.hpp"
+#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
 #include "support.hpp"
 #include "zmq_support.hpp"
@@ -69,8 +70,8 @@ TEST_P(ZmqValues, GraphOfBuiltinsBuffersAndArraysRoundTrips) {
                              {"pb", Value::pickle_buffer(pb)},
                              {"pb_ro", Value::pickle_buffer(pb_ro)},
                              {"small", Value::ndarray(small)}});
-  tx.send(graph, 5000ms);
-  std::optional<Value> got = rx.recv_value(5000ms);
+  send_value(tx, graph, 5000ms);
+  std::optional<Value> got = recv_value(rx, 5000ms);
   ASSERT_TRUE(got);
 
   EXPECT_EQ(got->get("name").as_str(), "job-7");

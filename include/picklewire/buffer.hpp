@@ -17,6 +17,7 @@
 //
 // Thread safety: a Buffer is a value; distinct Buffers sharing one owner may be copied and dropped
 // from any thread (the owner is reference-counted atomically).
+// The vocabulary layer is header-only: transports and the codec share it without linking each other.
 #pragma once
 
 #include <cstddef>
@@ -24,6 +25,8 @@
 #include <cstring>
 #include <memory>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <string_view>
 
 namespace picklewire {
@@ -34,8 +37,17 @@ class Buffer {
 
   Buffer() = default;
 
-  static Buffer allocate(std::size_t size);
-  static Buffer copy(const void* data, std::size_t size, bool readonly = false);
+  static Buffer allocate(std::size_t size) {
+    std::shared_ptr<std::byte[]> block(new std::byte[size == 0 ? 1 : size]);
+    std::byte* data = block.get();
+    return Buffer(data, size, /*readonly=*/false, std::shared_ptr<void>(std::move(block), data));
+  }
+  static Buffer copy(const void* data, std::size_t size, bool readonly = false) {
+    Buffer b = allocate(size);
+    if (size) std::memcpy(b.data_, data, size);
+    b.readonly_ = readonly;
+    return b;
+  }
   static Buffer copy(std::string_view bytes, bool readonly = false) { return copy(bytes.data(), bytes.size(), readonly); }
   static Buffer wrap(const void* data, std::size_t size) {
     return Buffer(static_cast<std::byte*>(const_cast<void*>(data)), size, /*readonly=*/true, nullptr);
@@ -47,16 +59,29 @@ class Buffer {
     return Buffer(static_cast<std::byte*>(data), size, readonly, std::move(owner));
   }
   static Buffer with_free_function(void* data, std::size_t size, bool readonly, FreeFunction free_fn,
-                                   void* hint = nullptr);
+                                   void* hint = nullptr) {
+    std::shared_ptr<void> owner(data, [free_fn, hint](void* p) {
+      if (free_fn) free_fn(p, hint);
+    });
+    return Buffer(static_cast<std::byte*>(data), size, readonly, std::move(owner));
+  }
 
   // A view of [offset, offset+size) that keeps this buffer's owner alive. Throws std::out_of_range.
-  Buffer slice(std::size_t offset, std::size_t size) const;
+  Buffer slice(std::size_t offset, std::size_t size) const {
+    if (offset > size_ || size > size_ - offset)
+      throw std::out_of_range("Buffer::slice(" + std::to_string(offset) + ", " + std::to_string(size) +
+                              ") out of range for a buffer of " + std::to_string(size_) + " bytes");
+    return Buffer(data_ + offset, size, readonly_, owner_);
+  }
   // The same memory, marked readonly (a writable view can always be narrowed, never widened).
   Buffer as_readonly() const { Buffer b = *this; b.readonly_ = true; return b; }
 
   const std::byte* data() const noexcept { return data_; }
   // Throws std::logic_error when the buffer is readonly.
-  std::byte* mutable_data() const;
+  std::byte* mutable_data() const {
+    if (readonly_) throw std::logic_error("Buffer::mutable_data() on a readonly buffer");
+    return data_;
+  }
   std::size_t size() const noexcept { return size_; }
   bool empty() const noexcept { return size_ == 0; }
   bool readonly() const noexcept { return readonly_; }
@@ -66,7 +91,11 @@ class Buffer {
 
   // True when [data(), data()+size()) lies within [begin, begin+length): how a transport recognises
   // memory that already lives in its segment.
-  bool lies_within(const void* begin, std::size_t length) const noexcept;
+  bool lies_within(const void* begin, std::size_t length) const noexcept {
+    auto b = reinterpret_cast<std::uintptr_t>(begin);
+    auto p = reinterpret_cast<std::uintptr_t>(data_);
+    return p >= b && p - b <= length && size_ <= length - (p - b);
+  }
 
  private:
   Buffer(std::byte* data, std::size_t size, bool readonly, std::shared_ptr<void> owner)

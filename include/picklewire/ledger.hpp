@@ -20,7 +20,8 @@ enum class CopyReason : std::uint8_t {
   compressed,              // lz4 (with optional byte shuffle) pass over a buffer on send
   decompressed,            // lz4 pass on receive, straight into the buffer the receiver keeps
   copied_borrowed_memory,  // zmq send: a borrowed buffer (Buffer::wrap, no owner) copied into ZeroMQ's memory
-  copied_out_of_lane,      // shm recv: a small message (<= 256 B in all) travelled inline in its sender's lane
+  travelled_inline,        // shm recv: a small message (<= 256 B in all) travelled inline in its sender's
+                           // lane cell and was copied out of it
   kCount
 };
 
@@ -32,7 +33,7 @@ constexpr std::string_view to_string(CopyReason r) noexcept {
     case CopyReason::compressed: return "compressed";
     case CopyReason::decompressed: return "decompressed";
     case CopyReason::copied_borrowed_memory: return "copied_borrowed_memory";
-    case CopyReason::copied_out_of_lane: return "copied_out_of_lane";
+    case CopyReason::travelled_inline: return "travelled_inline";
     case CopyReason::kCount: break;
   }
   return "unknown";

@@ -27,28 +27,7 @@
 
 namespace picklewire::rpc {
 
-class Server;
-
-// One received request; reply() at most once.
-class Request {
- public:
-  const Message& message() const noexcept { return message_; }
-  Message& message() noexcept { return message_; }
-  std::uint64_t id() const noexcept { return id_; }
-  // Sends the reply to the client that made this request. Throws TimeoutError when it cannot be
-  // queued within `timeout`, TransportError when already replied.
-  void reply(const Message& reply, Timeout timeout = std::nullopt);
-  void reply(const Value& reply, Timeout timeout = std::nullopt);
-
- private:
-  friend class Server;
-  struct ServerImpl* server_ = nullptr;
-  std::string identity_;
-  std::uint64_t id_ = 0;
-  bool accepts_lz4_ = false;
-  bool replied_ = false;
-  Message message_;
-};
+class Request;
 
 class Server {
  public:
@@ -63,9 +42,35 @@ class Server {
   Server& operator=(Server&&) noexcept;
   ~Server();
 
+  struct Impl;  // defined in transport/zmq/rpc.cpp
+
  private:
-  explicit Server(std::unique_ptr<ServerImpl> impl);
-  std::unique_ptr<ServerImpl> impl_;
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// One received request; reply() at most once.
+class Request {
+ public:
+  const Message& message() const noexcept { return message_; }
+  Message& message() noexcept { return message_; }
+  std::uint64_t id() const noexcept { return id_; }
+  // Sends the reply to the client that made this request. Throws TimeoutError when it cannot be
+  // queued within `timeout`, TransportError when already replied.
+  void reply(const Message& reply, Timeout timeout = std::nullopt);
+  // The server's options and copy ledger (the values layer pickles replies with them).
+  const EndpointOptions& options() const;
+  CopyLedger& ledger();
+
+ private:
+  friend class Server;
+  Server::Impl& server() const;
+  Server::Impl* server_ = nullptr;
+  std::string identity_;
+  std::uint64_t id_ = 0;
+  bool accepts_lz4_ = false;
+  bool replied_ = false;
+  Message message_;
 };
 
 class Client {
@@ -77,7 +82,6 @@ class Client {
   // server can take it within `timeout` (default: options.send_timeout).
   std::uint64_t submit(const Message& request, Timeout timeout);
   std::uint64_t submit(const Message& request);
-  std::uint64_t submit(const Value& request, Timeout timeout = std::nullopt);
   // The reply to request `id` (replies to other requests that arrive meanwhile are kept for their
   // own wait()), or nullopt when it did not arrive within `timeout`.
   std::optional<Message> wait(std::uint64_t id, Timeout timeout = std::nullopt);
@@ -85,10 +89,11 @@ class Client {
   std::optional<std::pair<std::uint64_t, Message>> wait_any(Timeout timeout = std::nullopt);
   // submit + wait; throws TimeoutError when no reply came within `timeout`.
   Message call(const Message& request, Timeout timeout = std::nullopt);
-  Value call(const Value& request, Timeout timeout = std::nullopt, const UnpicklerOptions& options = {});
   // Requests submitted whose replies were not yet returned by wait / wait_any.
   std::size_t outstanding() const;
   TransportStats stats() const;
+  const EndpointOptions& options() const noexcept;
+  CopyLedger& ledger() noexcept;  // the values layer records the buffers it pickles in-band
   // The endpoint last bound or connected, as ZeroMQ resolved it (ZMQ_LAST_ENDPOINT): after
   // bind("tcp://127.0.0.1:*") it names the port the system picked, for workers to connect to.
   std::string endpoint() const;

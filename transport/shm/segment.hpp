@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "picklewire/shm_admin.hpp"
 #include "shm/layout.hpp"
 
 namespace boost::interprocess {
@@ -85,22 +86,5 @@ std::uint64_t process_start_time(pid_t pid);
 // True when `pid` runs and (if start_time != 0) is the same process that had that start time.
 // Zombies count as dead: they can never touch the segment again.
 bool process_alive(pid_t pid, std::uint64_t start_time);
-
-// What `picklewire shm list` shows for one /dev/shm entry of ours.
-struct SegmentInfo {
-  std::string object_name;  // file name in /dev/shm
-  std::string channel;      // NAME of shm://NAME ("" for a temporary)
-  std::uint64_t size = 0;
-  pid_t creator_pid = 0;
-  bool creator_alive = false;
-  bool initialised = false;  // header complete
-  bool closed = false;       // receiver closed it
-  bool temporary = false;    // left over from an interrupted creation
-  std::uint64_t bytes_in_use = 0;
-  bool stale() const { return temporary ? !creator_alive : (!initialised || closed || !creator_alive); }
-};
-std::vector<SegmentInfo> list_segments();
-// Removes `info` if it is (still) stale. Returns true when removed.
-bool remove_if_stale(const SegmentInfo& info);
 
 }  // namespace picklewire::shm

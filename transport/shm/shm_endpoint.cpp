@@ -166,7 +166,19 @@ class ShmSender final : public detail::SenderImpl {
     return Buffer::take(std::move(hold), channel_->slot_data(slot), bytes, /*readonly=*/false);
   }
 
-  void send(const Message& message, Timeout timeout) override {
+  // Interim: the waits below still throw TimeoutError; try_send turns it into false.
+  bool try_send(const Message& message, Timeout timeout) override {
+    try {
+      send(message, timeout);
+      return true;
+    } catch (const TimeoutError& e) {
+      timeout_reason_ = e.what();
+      return false;
+    }
+  }
+  std::string timeout_reason() const override { return timeout_reason_; }
+
+  void send(const Message& message, Timeout timeout) {
     check_same_process(pid_, name_, "Sender");
     check_receiver(/*force=*/false);
     const std::byte* heap = channel_->segment().heap();
@@ -438,6 +450,7 @@ class ShmSender final : public detail::SenderImpl {
   std::vector<std::uint32_t> loaned_slots_;
   std::optional<std::uint32_t> lane_;  // our queue; nullopt: all lanes were taken, we use the ring
   std::uint64_t lane_head_seen_ = 0;   // the receiver's lane head when we last looked (a lower bound)
+  std::string timeout_reason_;
 };
 
 class ShmReceiver final : public detail::ReceiverImpl {
@@ -642,7 +655,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
       from += b.size;
       at += b.size;
       ledger_.oob_bytes += b.size;
-      ledger_.record_copy(CopyReason::copied_out_of_lane, b.size);
+      ledger_.record_copy(CopyReason::travelled_inline, b.size);
     }
     ledger_.messages += 1;
     ledger_.inband_bytes += header.stream_size;

@@ -1,4 +1,4 @@
-// Request/reply over DEALER (Client) / ROUTER (Server) with the Message framing of frames.hpp.
+// Request/reply over DEALER (Client) / ROUTER (Server) with the Message framing of message_frames.hpp.
 #include "picklewire/rpc.hpp"
 
 #include <zmq.hpp>
@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "picklewire/errors.hpp"
-#include "picklewire/pickler.hpp"
 #include "zmq/context.hpp"
 #include "zmq/framing.hpp"
 #include "zmq/frames.hpp"
@@ -71,16 +70,15 @@ struct RpcSocket {
   int send_timeout_ms = -1, recv_timeout_ms = -1;
 };
 
-struct ServerImpl : RpcSocket {
+struct Server::Impl : RpcSocket {
   // A reply to a client that has gone away is dropped, not an error (ROUTER's default).
-  ServerImpl(std::string_view url, bool bind, const EndpointOptions& o)
+  Impl(std::string_view url, bool bind, const EndpointOptions& o)
       : RpcSocket(url, bind, o, zmq::socket_type::router) {}
 };
 
 void Request::reply(const Message& reply, Timeout timeout) {
-  if (!server_) throw TransportError("zmq rpc: this Request has no server");
-  if (replied_) throw TransportError("zmq rpc: request " + std::to_string(id_) + " was already answered");
-  ServerImpl& s = *server_;
+  Server::Impl& s = server();
+  if (replied_) throw TransportError("zmq rpc: request " + std::to_string(id_) + " was already answered", EINVAL);
   std::vector<zmq::message_t> frames;
   frames.emplace_back(identity_.data(), identity_.size());
   frames.push_back(id_frame(id_));
@@ -94,25 +92,27 @@ void Request::reply(const Message& reply, Timeout timeout) {
   replied_ = true;
 }
 
-void Request::reply(const Value& reply_value, Timeout timeout) {
-  if (!server_) throw TransportError("zmq rpc: this Request has no server");
-  reply(dump_message(reply_value, server_->options.inband_threshold, &server_->ledger), timeout);
+Server::Impl& Request::server() const {
+  if (!server_) throw TransportError("zmq rpc: this Request has no server", EINVAL);
+  return *server_;
 }
+const EndpointOptions& Request::options() const { return server().options; }
+CopyLedger& Request::ledger() { return server().ledger; }
 
-Server::Server(std::unique_ptr<ServerImpl> impl) : impl_(std::move(impl)) {}
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Server::Server(Server&&) noexcept = default;
 Server& Server::operator=(Server&&) noexcept = default;
 Server::~Server() = default;
 
 Server Server::bind(std::string_view url, const EndpointOptions& options) {
-  return Server(std::make_unique<ServerImpl>(url, true, options));
+  return Server(std::make_unique<Impl>(url, true, options));
 }
 Server Server::connect(std::string_view url, const EndpointOptions& options) {
-  return Server(std::make_unique<ServerImpl>(url, false, options));
+  return Server(std::make_unique<Impl>(url, false, options));
 }
 
 std::optional<Request> Server::recv(Timeout timeout) {
-  ServerImpl& s = *impl_;
+  Impl& s = *impl_;
   zmq_transport::set_recv_timeout(s.socket, timeout, s.recv_timeout_ms);
   std::size_t dropped = 0;
   if (!zmq_transport::recv_frames(s.socket, s.frames, 2, dropped, s.wire_bytes)) return std::nullopt;
@@ -187,11 +187,6 @@ std::uint64_t Client::submit(const Message& request, Timeout timeout) {
   return id;
 }
 
-std::uint64_t Client::submit(const Value& request, Timeout timeout) {
-  return submit(dump_message(request, impl_->options.inband_threshold, &impl_->ledger),
-                timeout ? timeout : impl_->options.send_timeout);
-}
-
 std::optional<Message> Client::wait(std::uint64_t id, Timeout timeout) {
   Impl& c = *impl_;
   Deadline deadline(timeout);
@@ -226,13 +221,10 @@ Message Client::call(const Message& request, Timeout timeout) {
   return std::move(*reply);
 }
 
-Value Client::call(const Value& request, Timeout timeout, const UnpicklerOptions& options) {
-  Message m = call(dump_message(request, impl_->options.inband_threshold, &impl_->ledger), timeout);
-  return load(m, options);
-}
-
 std::size_t Client::outstanding() const { return impl_->pending.size() + impl_->arrived.size(); }
 
 TransportStats Client::stats() const { return impl_->stats(); }
+const EndpointOptions& Client::options() const noexcept { return impl_->options; }
+CopyLedger& Client::ledger() noexcept { return impl_->ledger; }
 
 }  // namespace picklewire::rpc

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "interrupt.hpp"
 #include "picklewire/errors.hpp"
 #include "zmq/context.hpp"
 #include "zmq/frames.hpp"
@@ -20,7 +21,7 @@ namespace {
 class ZmqSender final : public detail::SenderImpl {
  public:
   ZmqSender(std::string_view url, bool bind, const EndpointOptions& options)
-      : url_(url), socket_(context(), zmq::socket_type::push), writer_(options.zmq) {
+      : url_(url), socket_(context(), zmq::socket_type::push), writer_(options.zmq), interrupt_(options) {
     // With heartbeats on, watch the connections so that a send to receivers that are all gone
     // throws PeerGone. inproc:// has no connections to watch (and its peers die with the process).
     if (options.zmq.heartbeat.count() > 0 && !url.starts_with("inproc://"))
@@ -28,7 +29,7 @@ class ZmqSender final : public detail::SenderImpl {
     configure_and_attach(socket_, url, bind, options.zmq);
   }
 
-  void send(const Message& message, Timeout timeout) override {
+  bool try_send(const Message& message, Timeout timeout) override {
     // The ledger counts the message only once it is queued: compute into a copy, commit on success.
     CopyLedger pending = ledger_;
     struct ClearFrames {
@@ -39,16 +40,23 @@ class ZmqSender final : public detail::SenderImpl {
     std::uint64_t wire = writer_.write(message, frames_, pending);
     bool sent;
     try {
-      sent = monitor_ ? send_watching_peers(timeout) : send_within(timeout);
+      sent = monitor_ || interrupt_.active() ? send_polling(timeout) : send_within(timeout);
     } catch (const zmq::error_t& e) {
-      throw TransportError("zmq transport: send to " + url_ + " failed: " + e.what());
+      throw TransportError("zmq transport: send to " + url_ + " failed: " + e.what(), e.num());
     }
-    if (!sent)
-      throw TimeoutError("zmq transport: send to " + url_ + " timed out after " +
-                         std::to_string(timeout ? timeout->count() : -1) +
-                         " ms (no receiver, or receivers at their high-water mark)");
+    if (!sent) {
+      last_timeout_ = timeout;
+      return false;
+    }
     ledger_ = pending;
     wire_bytes_ += wire;
+    return true;
+  }
+
+  std::string timeout_reason() const override {
+    return "zmq transport: send to " + url_ + " timed out after " +
+           std::to_string(last_timeout_ ? last_timeout_->count() : -1) +
+           " ms (no receiver, or receivers at their high-water mark)";
   }
 
   Buffer allocate(std::size_t bytes) override { return Buffer::allocate(bytes); }
@@ -62,28 +70,34 @@ class ZmqSender final : public detail::SenderImpl {
     return send_frames(socket_, frames_);
   }
 
-  // Sends without blocking whenever ZeroMQ has room; otherwise waits for room, a monitor event or
-  // the moment the last receiver has been gone for the grace period, whichever comes first.
-  bool send_watching_peers(Timeout timeout) {
+  // Sends without blocking whenever ZeroMQ has room; otherwise waits for room, a monitor event,
+  // the moment the last receiver has been gone for the grace period or the next interrupt check,
+  // whichever comes first. The frames are built once: waking up redoes no work.
+  bool send_polling(Timeout timeout) {
     using Clock = PeerMonitor::Clock;
     std::optional<Clock::time_point> deadline;
     if (timeout) deadline = Clock::now() + *timeout;
     set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
     for (;;) {
-      monitor_->update();
       Clock::time_point now = Clock::now();
-      if (monitor_->gone(now))
-        throw PeerGone("zmq transport: no receiver connected to " + url_ + " for " +
-                       std::to_string(monitor_->grace().count()) +
-                       " ms (the last one disconnected: its process died, or it missed heartbeats)");
+      if (monitor_) {
+        monitor_->update();
+        if (monitor_->gone(now))
+          throw PeerGone("zmq transport: no receiver connected to " + url_ + " for " +
+                         std::to_string(monitor_->grace().count()) +
+                         " ms (the last one disconnected: its process died, or it missed heartbeats)");
+      }
       if (send_frames(socket_, frames_)) return true;
       if (deadline && now >= *deadline) return false;
-      std::optional<Clock::time_point> wake = deadline;
-      if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
+      if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
+      std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
+      if (monitor_)
+        if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
       long wait_ms = -1;
       if (wake) wait_ms = std::max<long>(1, std::chrono::ceil<std::chrono::milliseconds>(*wake - now).count());
-      zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLOUT, 0}, {monitor_->events().handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 2, std::chrono::milliseconds(wait_ms));
+      zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLOUT, 0},
+                                 {monitor_ ? monitor_->events().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, monitor_ ? 2 : 1, std::chrono::milliseconds(wait_ms));
     }
   }
 
@@ -95,25 +109,42 @@ class ZmqSender final : public detail::SenderImpl {
   CopyLedger ledger_;
   std::uint64_t wire_bytes_ = 0;
   int send_timeout_ms_ = -1;
+  InterruptCheck interrupt_;
+  Timeout last_timeout_;
 };
 
 class ZmqReceiver final : public detail::ReceiverImpl {
  public:
   ZmqReceiver(std::string_view url, bool bind, const EndpointOptions& options)
-      : url_(url), socket_(context(), zmq::socket_type::pull), reader_(options.zmq) {
+      : url_(url), socket_(context(), zmq::socket_type::pull), reader_(options.zmq), interrupt_(options) {
     configure_and_attach(socket_, url, bind, options.zmq);
   }
 
   std::optional<Message> recv(Timeout timeout) override {
-    set_recv_timeout(socket_, timeout, recv_timeout_ms_);
+    using Clock = std::chrono::steady_clock;
+    std::optional<Clock::time_point> deadline;
+    if (timeout) deadline = Clock::now() + *timeout;
     std::size_t dropped = 0;
-    bool got;
-    try {
-      got = recv_frames(socket_, frames_, 0, dropped, wire_bytes_);
-    } catch (const zmq::error_t& e) {
-      throw TransportError("zmq transport: receive on " + url_ + " failed: " + e.what());
+    for (;;) {
+      // Without an interrupt check, one blocking receive; with one, slices between checks (a
+      // receive that times out has taken nothing, so slicing redoes no work).
+      Timeout slice = timeout;
+      if (interrupt_.active()) {
+        const auto now = Clock::now();
+        const auto wake = *interrupt_.next_check(deadline, now);
+        slice = std::chrono::ceil<std::chrono::milliseconds>(std::max(wake - now, Clock::duration::zero()));
+      }
+      set_recv_timeout(socket_, slice, recv_timeout_ms_);
+      bool got;
+      try {
+        got = recv_frames(socket_, frames_, 0, dropped, wire_bytes_);
+      } catch (const zmq::error_t& e) {
+        throw TransportError("zmq transport: receive on " + url_ + " failed: " + e.what(), e.num());
+      }
+      if (got) break;
+      if (!interrupt_.active() || (deadline && Clock::now() >= *deadline)) return std::nullopt;
+      if (interrupt_.requested()) throw Interrupted("zmq transport: receive on " + url_ + " was interrupted");
     }
-    if (!got) return std::nullopt;
     if (dropped)
       throw TransportError("zmq transport: invalid message from peer: " + std::to_string(dropped) +
                            " frames beyond what its header describes");
@@ -133,16 +164,22 @@ class ZmqReceiver final : public detail::ReceiverImpl {
   CopyLedger ledger_;
   std::uint64_t wire_bytes_ = 0;
   int recv_timeout_ms_ = -1;
+  InterruptCheck interrupt_;
 };
 
 }  // namespace
 
-std::unique_ptr<detail::SenderImpl> make_sender(std::string_view url, bool bind, const EndpointOptions& options) {
-  return std::make_unique<ZmqSender>(url, bind, options);
+std::unique_ptr<detail::SenderImpl> bind_sender(std::string_view url, const EndpointOptions& options) {
+  return std::make_unique<ZmqSender>(url, /*bind=*/true, options);
 }
-
-std::unique_ptr<detail::ReceiverImpl> make_receiver(std::string_view url, bool bind, const EndpointOptions& options) {
-  return std::make_unique<ZmqReceiver>(url, bind, options);
+std::unique_ptr<detail::SenderImpl> connect_sender(std::string_view url, const EndpointOptions& options) {
+  return std::make_unique<ZmqSender>(url, /*bind=*/false, options);
+}
+std::unique_ptr<detail::ReceiverImpl> bind_receiver(std::string_view url, const EndpointOptions& options) {
+  return std::make_unique<ZmqReceiver>(url, /*bind=*/true, options);
+}
+std::unique_ptr<detail::ReceiverImpl> connect_receiver(std::string_view url, const EndpointOptions& options) {
+  return std::make_unique<ZmqReceiver>(url, /*bind=*/false, options);
 }
 
 }  // namespace picklewire::zmq_transport

@@ -9,7 +9,9 @@
 namespace picklewire::zmq_transport {
 
 // `url` is the whole tcp:// / ipc:// / inproc:// URL.
-std::unique_ptr<detail::SenderImpl> make_sender(std::string_view url, bool bind, const EndpointOptions& options);
-std::unique_ptr<detail::ReceiverImpl> make_receiver(std::string_view url, bool bind, const EndpointOptions& options);
+std::unique_ptr<detail::SenderImpl> bind_sender(std::string_view url, const EndpointOptions& options);
+std::unique_ptr<detail::SenderImpl> connect_sender(std::string_view url, const EndpointOptions& options);
+std::unique_ptr<detail::ReceiverImpl> bind_receiver(std::string_view url, const EndpointOptions& options);
+std::unique_ptr<detail::ReceiverImpl> connect_receiver(std::string_view url, const EndpointOptions& options);
 
 }  // namespace picklewire::zmq_transport

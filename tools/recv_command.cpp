@@ -15,7 +15,7 @@
 #include <memory>
 #include <string>
 
-#include "cli/commands.hpp"
+#include "commands.hpp"
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/repr.hpp"

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <string>
 
-#include "cli/commands.hpp"
+#include "commands.hpp"
 #include "picklewire/errors.hpp"
 
 namespace picklewire::cli {

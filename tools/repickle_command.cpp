@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/commands.hpp"
+#include "commands.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/pickler.hpp"
 #include "picklewire/unpickler.hpp"

@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/commands.hpp"
+#include "commands.hpp"
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
 

@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include "cli/commands.hpp"
+#include "commands.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/repr.hpp"
 #include "picklewire/unpickler.hpp"

@@ -3,7 +3,7 @@
 
 #include <iostream>
 
-#include "cli/commands.hpp"
+#include "commands.hpp"
 #include "picklewire/errors.hpp"
 
 int main(int argc, char** argv) {

@@ -2,8 +2,8 @@
 #include <iomanip>
 #include <iostream>
 
-#include "cli/commands.hpp"
-#include "shm/segment.hpp"
+#include "commands.hpp"
+#include "picklewire/shm_admin.hpp"
 
 namespace picklewire::cli {
 namespace {

@@ -2,7 +2,7 @@
 #include <cstdio>
 #include <memory>
 
-#include "cli/commands.hpp"
+#include "commands.hpp"
 #include "picklewire/dis.hpp"
 
 namespace picklewire::cli {
