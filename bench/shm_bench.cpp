@@ -197,7 +197,7 @@ void ZmqIpcPush(benchmark::State& state) {
 }
 
 // Per-iteration round-trip times, reported as p50_us / p99_us counters beside the mean
-// (issue 4's latency target is a median; on a VM, rare host preemptions of 100+ us inflate the
+// (latency targets are stated as medians; on a VM, rare host preemptions of 100+ us inflate the
 // mean several times over while the median holds).
 class RoundTrips {
  public:

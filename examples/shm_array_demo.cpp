@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "picklewire/endpoint.hpp"
-#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
+#include "picklewire/values.hpp"
 
 using namespace picklewire;
 using Clock = std::chrono::steady_clock;

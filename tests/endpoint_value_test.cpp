@@ -1,6 +1,6 @@
 // Value-level calls across two processes: Sender::send(const Value&) / Receiver::recv_value(), and
 // Sender::allocate_array. The receiver runs in this process; the sender is a fresh exec of this
-// test binary (EndpointValuePeer.DISABLED_Sender), so it is a real second process that shares no
+// test binary (its child role endpoint_value_sender), so it is a real second process that shares no
 // state with this one (a forked child would inherit ZeroMQ's context, unusable after fork).
 //
 // The same test bodies run over shm:// and ipc://; what differs is where heap buffers go (shm:
@@ -18,9 +18,10 @@
 #include <vector>
 
 #include "picklewire/endpoint.hpp"
-#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
 #include "picklewire/repr.hpp"
+#include "picklewire/values.hpp"
+#include "child_role.hpp"
 #include "shm_support.hpp"
 
 namespace picklewire {
@@ -126,7 +127,7 @@ void run_sender(const std::string& scenario, const std::string& url) {
   }
 }
 
-TEST(EndpointValuePeer, DISABLED_Sender) {
+PICKLEWIRE_CHILD_ROLE(endpoint_value_sender) {
   const char* spec = std::getenv(kPeerEnv);
   ASSERT_NE(spec, nullptr) << "run by EndpointValue tests with " << kPeerEnv << " set";
   std::istringstream in(spec);
@@ -137,16 +138,7 @@ TEST(EndpointValuePeer, DISABLED_Sender) {
 
 // Starts this binary again as the sender of `scenario`.
 pid_t spawn_sender(const std::string& scenario, const std::string& url) {
-  const std::string spec = scenario + " " + url;
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    ::setenv(kPeerEnv, spec.c_str(), 1);
-    ::execl("/proc/self/exe", "endpoint_value_test", "--gtest_also_run_disabled_tests",
-            "--gtest_filter=EndpointValuePeer.DISABLED_Sender", "--gtest_brief=1", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
+  return test::spawn_role("endpoint_value_sender", {std::string(kPeerEnv) + "=" + scenario + " " + url});
 }
 
 // ---------------------------------------------------------------- the receiver (this process)

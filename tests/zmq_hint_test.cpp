@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "picklewire/endpoint.hpp"
-#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
 #include "picklewire/pickler.hpp"
 #include "picklewire/unpickler.hpp"
+#include "picklewire/values.hpp"
 #include "support.hpp"
 #include "zmq_support.hpp"
 

@@ -13,10 +13,10 @@
 
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
+#include "child_role.hpp"
 #include "support.hpp"
 #include "zmq_support.hpp"
 
-extern char** environ;
 
 using namespace picklewire;
 using namespace std::chrono_literals;
@@ -58,10 +58,9 @@ class ZmqPeerGone : public ::testing::TestWithParam<Case> {};
 
 }  // namespace
 
-// Receiver process body: runs only when spawned by ZmqPeerGone (the environment says where).
-TEST(ZmqPeerGoneReceiverProcess, Receive) {
+// Receiver process body, started by ZmqPeerGone (the environment says where).
+PICKLEWIRE_CHILD_ROLE(zmq_peer_gone_receiver) {
   const char* url = std::getenv("PICKLEWIRE_PEER_GONE_URL");
-  if (!url) GTEST_SKIP() << "only runs as the receiver process spawned by ZmqPeerGone";
   bool bind = std::string(std::getenv("PICKLEWIRE_PEER_GONE_BIND")) == "1";
   std::string ready = std::getenv("PICKLEWIRE_PEER_GONE_READY");
   Receiver rx = bind ? Receiver::bind(url, heartbeat_options()) : Receiver::connect(url, heartbeat_options());
@@ -79,16 +78,11 @@ TEST_P(ZmqPeerGone, SendThrowsPeerGoneOnceTheReceiverIsGone) {
   std::optional<Sender> tx;
   if (c.sender_binds) tx.emplace(Sender::bind(url, heartbeat_options()));
 
-  std::string env_url = "PICKLEWIRE_PEER_GONE_URL=" + url, env_bind = std::string("PICKLEWIRE_PEER_GONE_BIND=") + (c.sender_binds ? "0" : "1"),
-              env_ready = "PICKLEWIRE_PEER_GONE_READY=" + ready.string();
-  std::vector<char*> env;
-  for (char** e = environ; *e; ++e) env.push_back(*e);
-  env.insert(env.end(), {env_url.data(), env_bind.data(), env_ready.data(), nullptr});
-  std::string self = std::filesystem::read_symlink("/proc/self/exe");
-  std::string filter = "--gtest_filter=ZmqPeerGoneReceiverProcess.Receive";
-  char* argv[] = {self.data(), filter.data(), nullptr};
   ChildProcess child;
-  ASSERT_EQ(posix_spawn(&child.pid, self.c_str(), nullptr, nullptr, argv, env.data()), 0);
+  child.pid = test::spawn_role("zmq_peer_gone_receiver",
+                               {"PICKLEWIRE_PEER_GONE_URL=" + url,
+                                std::string("PICKLEWIRE_PEER_GONE_BIND=") + (c.sender_binds ? "0" : "1"),
+                                "PICKLEWIRE_PEER_GONE_READY=" + ready.string()});
 
   // Talk until the receiver has a message: the connection (and its handshake) is up.
   if (!c.sender_binds) {

@@ -13,6 +13,7 @@
 
 #include "picklewire/errors.hpp"
 #include "picklewire/rpc.hpp"
+#include "child_role.hpp"
 #include "support.hpp"
 #include "zmq_support.hpp"
 #include "zmq/context.hpp"
@@ -21,7 +22,6 @@
 #include <set>
 #include <zmq_addon.hpp>
 
-extern char** environ;
 
 using namespace picklewire;
 using namespace std::chrono_literals;
@@ -127,10 +127,9 @@ TEST(ZmqRpc, ThreadWorkerPoolOverIpcWithCompressedReplies) {
   EXPECT_EQ(coordinator.stats().ledger.copies[size_t(CopyReason::decompressed)], 30u);  // replies compressed too
 }
 
-// Worker process body: runs only when spawned by ProcessWorkerPool (environment says where).
-TEST(ZmqRpcWorkerProcess, Serve) {
+// Worker process body, started by ProcessWorkerPool (the environment says where).
+PICKLEWIRE_CHILD_ROLE(zmq_rpc_worker) {
   const char* url = std::getenv("PICKLEWIRE_RPC_WORKER_URL");
-  if (!url) GTEST_SKIP() << "only runs as a worker process spawned by ProcessWorkerPool";
   rpc::Server server = rpc::Server::connect(url, quick_options());
   for (;;) {
     auto r = server.recv(5000ms);
@@ -159,19 +158,7 @@ TEST(ZmqRpc, ProcessWorkerPool) {
   std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   rpc::Client coordinator = rpc::Client::bind(url, quick_options());
   std::vector<pid_t> pids;
-  std::string env_url = "PICKLEWIRE_RPC_WORKER_URL=" + url;
-  std::vector<char*> env;
-  for (char** e = environ; *e; ++e) env.push_back(*e);
-  env.push_back(env_url.data());
-  env.push_back(nullptr);
-  std::string self = std::filesystem::read_symlink("/proc/self/exe");
-  std::string filter = "--gtest_filter=ZmqRpcWorkerProcess.Serve";
-  char* argv[] = {self.data(), filter.data(), nullptr};
-  for (int w = 0; w < 3; ++w) {
-    pid_t pid;
-    ASSERT_EQ(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, env.data()), 0);
-    pids.push_back(pid);
-  }
+  for (int w = 0; w < 3; ++w) pids.push_back(test::spawn_role("zmq_rpc_worker", {"PICKLEWIRE_RPC_WORKER_URL=" + url}));
   struct Reaper {
     std::vector<pid_t>& pids;
     ~Reaper() {

@@ -16,7 +16,7 @@
 #include "support.hpp"
 #include "zmq_support.hpp"
 #include "zmq/context.hpp"
-#include "zmq/framing.hpp"
+#include "zmq/wire_header.hpp"
 #include "zmq/lz4_codec.hpp"
 
 using namespace picklewire;

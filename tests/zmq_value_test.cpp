@@ -10,8 +10,8 @@
 #include <random>
 
 #include "picklewire/endpoint.hpp"
-#include "picklewire/values.hpp"
 #include "picklewire/ndarray.hpp"
+#include "picklewire/values.hpp"
 #include "support.hpp"
 #include "zmq_support.hpp"
 

@@ -12,8 +12,8 @@
 
 #include "picklewire/errors.hpp"
 #include "zmq/context.hpp"
-#include "zmq/framing.hpp"
-#include "zmq/frames.hpp"
+#include "zmq/wire_header.hpp"
+#include "zmq/message_frames.hpp"
 
 namespace picklewire::rpc {
 

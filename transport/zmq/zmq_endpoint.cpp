@@ -1,4 +1,4 @@
-// ZmqSender / ZmqReceiver: PUSH/PULL endpoints moving Messages in the framing of framing.hpp.
+// ZmqSender / ZmqReceiver: PUSH/PULL endpoints moving Messages as the frames of message_frames.hpp.
 #include "zmq/zmq_endpoint.hpp"
 
 #include <zmq.hpp>
@@ -12,7 +12,7 @@
 #include "interrupt.hpp"
 #include "picklewire/errors.hpp"
 #include "zmq/context.hpp"
-#include "zmq/frames.hpp"
+#include "zmq/message_frames.hpp"
 #include "zmq/peer_monitor.hpp"
 
 namespace picklewire::zmq_transport {

@@ -1,10 +1,10 @@
-#include "zmq/frames.hpp"
+#include "zmq/message_frames.hpp"
 
 #include <memory>
 #include <string>
 
 #include "picklewire/errors.hpp"
-#include "zmq/framing.hpp"
+#include "zmq/wire_header.hpp"
 
 namespace picklewire::zmq_transport {
 namespace {
@@ -187,13 +187,12 @@ bool recv_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames, std
     wire_bytes += frame.size();
     bool more = frame.more();
     if (frames.size() < limit) {
-      if (frames.size() == prefix && frame.size() >= kFixedHeaderBytes) {
-        // Keep as many frames as a well-formed header of this size describes (count is trusted only
-        // when the header frame is exactly as long as it says).
-        const auto* p = static_cast<const std::uint8_t*>(frame.data());
-        std::uint64_t count = std::uint64_t(p[8]) | std::uint64_t(p[9]) << 8 | std::uint64_t(p[10]) << 16 | std::uint64_t(p[11]) << 24;
-        if (frame.size() == kFixedHeaderBytes + kPerBufferHeaderBytes * count) limit = prefix + 2 + count;
-        else limit = prefix + 2;
+      if (frames.size() == prefix) {
+        // Keep as many frames as a header of this length describes (the count is trusted only when
+        // the header frame is exactly as long as it says).
+        const auto count = announced_buffer_count(
+            std::span<const std::byte>(static_cast<const std::byte*>(frame.data()), frame.size()));
+        limit = prefix + 2 + (count ? *count : 0);
       }
       frames.push_back(std::move(frame));
     } else {

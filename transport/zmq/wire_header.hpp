@@ -1,4 +1,5 @@
-// transport/zmq/framing.hpp — the ZeroMQ wire format of one Message (docs/wire-format.md).
+// transport/zmq/wire_header.hpp — the bytes of the ZeroMQ wire format's header frame (docs/wire-format.md):
+// the one place that knows its layout. message_frames.hpp turns whole Messages into frames with it.
 //
 // One Message is one ZeroMQ multipart message:
 //
@@ -20,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,6 +31,7 @@ namespace picklewire::zmq_transport {
 inline constexpr char kMagic[4] = {'P', 'W', 'Z', 'M'};
 inline constexpr std::uint8_t kVersion = 1;
 inline constexpr std::size_t kFixedHeaderBytes = 12;
+inline constexpr std::size_t kCountOffset = 8;  // the u32 buffer count within the fixed part
 inline constexpr std::size_t kPerBufferHeaderBytes = 24;
 
 // Header flags.
@@ -61,5 +64,9 @@ void encode(const Header& header, std::span<std::byte> out) noexcept;
 // flags, reserved fields, count versus the frame's length, codec, sizes). Throws TransportError
 // saying what was wrong.
 Header decode(std::span<const std::byte> frame);
+// The buffer count a header frame announces when the frame's length agrees with it (fixed part +
+// one descriptor per buffer), without validating the rest; nullopt for a frame that cannot be a
+// header. A receiver uses it to bound how many frames of a message it keeps before decoding.
+std::optional<std::uint32_t> announced_buffer_count(std::span<const std::byte> frame) noexcept;
 
 }  // namespace picklewire::zmq_transport

@@ -1,5 +1,6 @@
-// transport/zmq/frames.hpp — a Message to and from the frames of one multipart message
-// (framing.hpp), shared by the PUSH/PULL endpoints and the DEALER/ROUTER request/reply pair.
+// transport/zmq/message_frames.hpp — a Message to and from the frames of one ZeroMQ multipart
+// message (header frame: wire_header.hpp), and sending/receiving those frames on a socket; shared
+// by the PUSH/PULL endpoints and the DEALER/ROUTER request/reply pair.
 #pragma once
 
 #include <zmq.hpp>
@@ -8,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include "picklewire/endpoint.hpp"
+#include "picklewire/endpoint_options.hpp"
 #include "picklewire/ledger.hpp"
 #include "picklewire/message.hpp"
 #include "zmq/lz4_codec.hpp"

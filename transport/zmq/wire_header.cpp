@@ -1,4 +1,4 @@
-#include "zmq/framing.hpp"
+#include "zmq/wire_header.hpp"
 
 #include <cstring>
 
@@ -51,6 +51,14 @@ void encode(const Header& header, std::span<std::byte> out) noexcept {
   }
 }
 
+std::optional<std::uint32_t> announced_buffer_count(std::span<const std::byte> frame) noexcept {
+  if (frame.size() < kFixedHeaderBytes) return std::nullopt;
+  const std::byte* p = frame.data() + kCountOffset;
+  const auto count = get<std::uint32_t>(p);
+  if (frame.size() != kFixedHeaderBytes + kPerBufferHeaderBytes * std::uint64_t(count)) return std::nullopt;
+  return count;
+}
+
 Header decode(std::span<const std::byte> frame) {
   if (frame.size() < kFixedHeaderBytes)
     invalid("header frame of " + std::to_string(frame.size()) + " bytes is shorter than the fixed " +
@@ -68,8 +76,7 @@ Header decode(std::span<const std::byte> frame) {
   if (get<std::uint16_t>(p) != 0) invalid("nonzero reserved header field");
   auto count = get<std::uint32_t>(p);
   // The count must match the frame's length exactly: never allocate for buffers that are not described.
-  if ((frame.size() - kFixedHeaderBytes) / kPerBufferHeaderBytes != count ||
-      (frame.size() - kFixedHeaderBytes) % kPerBufferHeaderBytes != 0)
+  if (announced_buffer_count(frame) != count)
     invalid("header announces " + std::to_string(count) + " buffers but its frame holds " +
             std::to_string(frame.size()) + " bytes");
   h.buffers.resize(count);
