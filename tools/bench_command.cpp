@@ -9,10 +9,14 @@
 //               receiver's (which the child sends back in its answer to kQuit).
 // --loan fills a buffer from Sender::allocate (zero copy on shm), otherwise a pre-faulted heap
 // buffer is sent (one copy into the segment on shm).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +26,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "picklewire/endpoint.hpp"
@@ -42,14 +48,46 @@ struct BenchArgs {
   bool compress = false;       // zmq: lz4 per buffer
 };
 
+// tcp://HOST:PORT -> PORT, or UsageError for a URL without a valid port (bench needs PORT and PORT+1).
+int tcp_port(const std::string& url) {
+  const auto colon = url.rfind(':');
+  const std::string port = colon == std::string::npos || colon < 6 ? "" : url.substr(colon + 1);
+  int value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65534)
+    throw UsageError("bench: " + url + " needs a port between 1 and 65534 (tcp://HOST:PORT; PORT+1 carries the replies)");
+  return value;
+}
+
 std::string reply_url(const std::string& url) {
   if (url.rfind("tcp://", 0) == 0) {
-    auto colon = url.rfind(':');
-    int port = std::stoi(url.substr(colon + 1));
-    return url.substr(0, colon + 1) + std::to_string(port + 1);
+    const int port = tcp_port(url);
+    return url.substr(0, url.rfind(':') + 1) + std::to_string(port + 1);
   }
-  if (url.rfind("inproc://", 0) == 0) throw Error("bench: inproc:// cannot join two processes; use ipc:// or tcp://");
+  if (url.rfind("inproc://", 0) == 0) throw UsageError("bench: inproc:// cannot join two processes; use ipc:// or tcp://");
   return url + "-reply";
+}
+
+// The receiver process connects its reply socket to tcp://HOST:PORT+1 before this process can
+// bind it (ZeroMQ cannot be set up before fork): if something else listens there, the receiver's
+// first message would go to it. So refuse a PORT+1 that is taken, before starting anything.
+void check_reply_port_free(const std::string& url) {
+  if (url.rfind("tcp://", 0) != 0) return;
+  const int port = tcp_port(url) + 1;
+  std::string host = url.substr(6, url.rfind(':') - 6);
+  if (host == "*" || host == "localhost") host = "127.0.0.1";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return;  // a name: ZeroMQ resolves it
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return;
+  const bool taken = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  if (taken)
+    throw TransportError("bench: tcp port " + std::to_string(port) + " (PORT+1, for the replies) already has a listener on " +
+                             host + "; choose another PORT",
+                         EADDRINUSE);
 }
 
 enum Tag : std::uint8_t { kData = 1, kPing = 2, kDone = 3, kReady = 4, kQuit = 5 };
@@ -87,9 +125,11 @@ int run_child(const BenchArgs& a, const EndpointOptions& options) {
 }
 
 void run(const BenchArgs& a) {
-  if (a.size == 0) throw Error("bench: --size must be at least 1 byte");
+  if (a.size == 0) throw UsageError("bench: --size must be at least 1 byte");
   EndpointOptions options;
-  if (a.compress && a.url.rfind("shm://", 0) == 0) throw Error("bench: --compress applies to ZeroMQ URLs, not " + a.url);
+  if (a.compress && a.url.rfind("shm://", 0) == 0) throw UsageError("bench: --compress applies to ZeroMQ URLs, not " + a.url);
+  (void)reply_url(a.url);  // usage errors first
+  check_reply_port_free(a.url);
   options.zmq.compress = a.compress;
   // Room for a few messages in flight; at least 64 MiB so small messages never wait.
   options.shm.capacity = a.capacity ? a.capacity : std::max<std::uint64_t>(4 * a.size + (1 << 20), 64 << 20);
@@ -197,25 +237,31 @@ void run(const BenchArgs& a) {
   const double gbps = double(a.size) * double(a.count) / seconds / 1e9;
   const double msgs = double(a.count) / seconds;
 
-  char line[1024];
   if (a.json) {
-    std::snprintf(line, sizeof line,
-                  "{\"url\": \"%s\", \"size\": %llu, \"count\": %llu, \"loan\": %s, \"throughput_GBps\": %.3f, "
-                  "\"messages_per_s\": %.1f, \"rtt_us\": {\"p50\": %.2f, \"p90\": %.2f, \"p99\": %.2f}, "
-                  "\"copies_per_message\": %.3f, \"sender_copies_per_message\": %.3f, "
-                  "\"receiver_copies_per_message\": %.3f, \"copied_bytes_per_message\": %.1f}\n",
-                  a.url.c_str(), static_cast<unsigned long long>(a.size), static_cast<unsigned long long>(a.count),
-                  a.loan ? "true" : "false", gbps, msgs, pct(0.5), pct(0.9), pct(0.99), per_message_copies,
-                  sender_per_message, receiver_per_message, copied_per_message);
-  } else {
-    std::snprintf(line, sizeof line,
-                  "%s size=%llu count=%llu %s\n  throughput   %.3f GB/s, %.0f messages/s\n"
-                  "  round trip   p50 %.2f us, p90 %.2f us, p99 %.2f us\n"
-                  "  copies       %.2f per message: %.2f sending, %.2f receiving (%.0f bytes copied per message)\n",
-                  a.url.c_str(), static_cast<unsigned long long>(a.size), static_cast<unsigned long long>(a.count),
-                  a.loan ? "loaned" : "copy-in", gbps, msgs, pct(0.5), pct(0.9), pct(0.99), per_message_copies,
-                  sender_per_message, receiver_per_message, copied_per_message);
+    const nlohmann::ordered_json j = {
+        {"url", a.url},
+        {"size", a.size},
+        {"count", a.count},
+        {"loan", a.loan},
+        {"throughput_GBps", gbps},
+        {"messages_per_s", msgs},
+        {"rtt_us", {{"p50", pct(0.5)}, {"p90", pct(0.9)}, {"p99", pct(0.99)}}},
+        {"copies_per_message", per_message_copies},
+        {"sender_copies_per_message", sender_per_message},
+        {"receiver_copies_per_message", receiver_per_message},
+        {"copied_bytes_per_message", copied_per_message},
+        {"sender", nlohmann::ordered_json::parse(stats_json("sender", st))}};
+    std::cout << j.dump() << "\n";
+    return;
   }
+  char line[1024];
+  std::snprintf(line, sizeof line,
+                "%s size=%llu count=%llu %s\n  throughput   %.3f GB/s, %.0f messages/s\n"
+                "  round trip   p50 %.2f us, p90 %.2f us, p99 %.2f us\n"
+                "  copies       %.2f per message: %.2f sending, %.2f receiving (%.0f bytes copied per message)\n",
+                a.url.c_str(), static_cast<unsigned long long>(a.size), static_cast<unsigned long long>(a.count),
+                a.loan ? "loaned" : "copy-in", gbps, msgs, pct(0.5), pct(0.9), pct(0.99), per_message_copies,
+                sender_per_message, receiver_per_message, copied_per_message);
   std::cout << line;
 }
 
@@ -225,9 +271,12 @@ void add_bench_command(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure throughput, round-trip latency and copies between two processes");
   cmd->add_option("url", args->url, "shm://NAME, ipc://PATH or tcp://HOST:PORT (PORT+1 carries replies)")->required();
-  cmd->add_option("--size", args->size, "payload bytes per message")->required();
+  cmd->add_option("--size", args->size, "payload bytes per message (units: 64KiB, 1MiB, 1GiB, 1MB...)")
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/false))
+      ->required();
   cmd->add_option("--count", args->count, "messages (default 1000)");
-  cmd->add_option("--capacity", args->capacity, "shm heap bytes (default: enough for a few messages)");
+  cmd->add_option("--capacity", args->capacity, "shm heap bytes (default: enough for a few messages; units as --size)")
+      ->transform(CLI::AsSizeValue(false));
   cmd->add_flag("--loan", args->loan, "send buffers from Sender::allocate (zero copy on shm)");
   cmd->add_flag("--json", args->json, "one JSON object instead of text");
   cmd->add_flag("--compress", args->compress, "ZeroMQ: lz4 per buffer (the payload is one repeated byte: compressible)");

@@ -8,11 +8,20 @@
 
 #include "picklewire/buffer.hpp"
 #include "picklewire/endpoint.hpp"
+#include "picklewire/errors.hpp"
 
 namespace picklewire::cli {
 
-// Exit status when a command fails on bad input (a message was already printed on stderr).
+// Exit statuses (a message was already printed on stderr): the work failed (bad input, a transport
+// error, a message not delivered), or the command line itself was wrong (as getopt tools do).
 constexpr int kFailure = 1;
+constexpr int kUsageError = 2;
+
+// A combination of arguments that cannot work, found after parsing (exit status kUsageError).
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
 
 // `picklewire repr FILE [--buffer BUF]...` (repr_command.cpp)
 void add_repr_command(CLI::App& app);
@@ -38,9 +47,14 @@ struct EndpointFlags {
   // The EndpointOptions these flags ask for; throws picklewire::Error for a combination that
   // cannot work (ZeroMQ flags on shm://, an incomplete CURVE client).
   EndpointOptions options(const std::string& url) const;
-  // With --stats: `{"side": ..., "messages": ..., "copied_bytes": {reason: bytes}, ...}` on stderr.
+  // With --stats: stats_json(side, stats) as one line on stderr.
   void report(const char* side, const TransportStats& stats) const;
 };
+
+// One endpoint's statistics as one JSON object, the layout `--stats` prints and `bench --json`
+// embeds (docs/ledger.md): {"side", "messages", "inband_bytes", "oob_buffers", "oob_bytes",
+// "zero_copy_buffers", "zero_copy_bytes", "wire_bytes", "copied_bytes": {reason: bytes}}.
+std::string stats_json(const char* side, const TransportStats& stats);
 
 void add_send_command(CLI::App& app);   // send_command.cpp
 void add_recv_command(CLI::App& app);   // recv_command.cpp

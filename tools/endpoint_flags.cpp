@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "commands.hpp"
 #include "picklewire/errors.hpp"
 
@@ -31,41 +33,42 @@ EndpointOptions EndpointFlags::options(const std::string& url) const {
   EndpointOptions o;
   const bool curve = !curve_secret_key.empty() || !curve_server_key.empty() || !curve_allow.empty();
   if ((compress || curve) && url.rfind("shm://", 0) == 0)
-    throw Error(std::string(compress ? "--compress" : "--curve-*") + " applies to ZeroMQ URLs (tcp://, ipc://), not " + url);
+    throw UsageError(std::string(compress ? "--compress" : "--curve-*") + " applies to ZeroMQ URLs (tcp://, ipc://), not " + url);
   o.zmq.compress = compress;
   if (!curve_server_key.empty()) {  // CURVE client
     if (curve_secret_key.empty() || curve_public_key.empty())
-      throw Error("a CURVE client (--curve-server-key) also needs --curve-secret-key and --curve-public-key");
+      throw UsageError("a CURVE client (--curve-server-key) also needs --curve-secret-key and --curve-public-key");
     o.zmq.curve_server_public_key_file = curve_server_key;
     o.zmq.curve_client_secret_key_file = curve_secret_key;
     o.zmq.curve_client_public_key_file = curve_public_key;
   } else if (curve) {  // CURVE server
-    if (curve_secret_key.empty()) throw Error("a CURVE server (--curve-allow) needs --curve-secret-key");
+    if (curve_secret_key.empty()) throw UsageError("a CURVE server (--curve-allow) needs --curve-secret-key");
     o.zmq.curve_server_secret_key_file = curve_secret_key;
     o.zmq.curve_authorized_clients_file = curve_allow;
   }
   return o;
 }
 
+std::string stats_json(const char* side, const TransportStats& s) {
+  const CopyLedger& l = s.ledger;
+  nlohmann::ordered_json copied = nlohmann::ordered_json::object();
+  for (std::size_t r = 0; r < CopyLedger::kReasons; ++r)
+    if (l.copies[r]) copied[std::string(to_string(static_cast<CopyReason>(r)))] = l.copied_bytes[r];
+  const nlohmann::ordered_json j = {{"side", side},
+                                    {"messages", l.messages},
+                                    {"inband_bytes", l.inband_bytes},
+                                    {"oob_buffers", l.oob_buffers},
+                                    {"oob_bytes", l.oob_bytes},
+                                    {"zero_copy_buffers", l.zero_copy_buffers},
+                                    {"zero_copy_bytes", l.zero_copy_bytes},
+                                    {"wire_bytes", s.wire_bytes},
+                                    {"copied_bytes", copied}};
+  return j.dump();
+}
+
 void EndpointFlags::report(const char* side, const TransportStats& s) const {
   if (!stats) return;
-  const CopyLedger& l = s.ledger;
-  std::string line = std::string("{\"side\": \"") + side + "\", \"messages\": " + std::to_string(l.messages) +
-                     ", \"inband_bytes\": " + std::to_string(l.inband_bytes) +
-                     ", \"oob_buffers\": " + std::to_string(l.oob_buffers) +
-                     ", \"oob_bytes\": " + std::to_string(l.oob_bytes) +
-                     ", \"zero_copy_buffers\": " + std::to_string(l.zero_copy_buffers) +
-                     ", \"zero_copy_bytes\": " + std::to_string(l.zero_copy_bytes) +
-                     ", \"wire_bytes\": " + std::to_string(s.wire_bytes) + ", \"copied_bytes\": {";
-  bool first = true;
-  for (std::size_t r = 0; r < CopyLedger::kReasons; ++r) {
-    if (!l.copies[r]) continue;
-    line += std::string(first ? "" : ", ") + "\"" + std::string(to_string(static_cast<CopyReason>(r))) +
-            "\": " + std::to_string(l.copied_bytes[r]);
-    first = false;
-  }
-  line += "}}\n";
-  std::fputs(line.c_str(), stderr);
+  std::fputs((stats_json(side, s) + "\n").c_str(), stderr);
 }
 
 }  // namespace picklewire::cli

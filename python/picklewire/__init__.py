@@ -21,6 +21,11 @@ but builtins, numpy arrays and the globals you allow is ever built. See docs/pyt
 """
 
 try:
+    from picklewire._version import __version__  # written by the build (CMake or the wheel backend)
+except ImportError:  # a source checkout that was never built
+    __version__ = "0+unknown"
+
+try:
     from picklewire._picklewire import (
         BufferView,
         Error,
