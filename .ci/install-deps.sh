@@ -7,11 +7,14 @@ packages=(
   build-essential cmake pkg-config
   libboost-dev                       # Boost.Interprocess (header-only): shared-memory transport
   libzmq3-dev cppzmq-dev liblz4-dev  # ZeroMQ transport and its per-buffer compression
-  libcli11-dev                       # the picklewire command line
+  libcli11-dev nlohmann-json3-dev    # the picklewire command line and its JSON output
   libgtest-dev libbenchmark-dev      # tests and benchmarks
   python3-dev pybind11-dev           # the Python module
   python3-numpy python3-zmq python3-pytest python3-matplotlib  # interop tests, pyzmq peer, plots
-  libpython3.11-testsuite            # CPython's pickletester.py: hostile inputs for the unpickler
+  libpython3.11-testsuite            # CPython's pickletester.py, test_concurrent_futures.py: peers' own tests
+  python3-distributed python3-joblib # Dask's comm tests for the pw backend; joblib as a benchmark baseline
+  python3-setuptools python3-wheel python3-pip  # pip install --no-build-isolation . (the wheel backend)
+  doxygen                            # the API reference (docs/api.md)
   clang libclang-rt-14-dev           # libFuzzer + sanitizers for the fuzz smoke run
 )
 
