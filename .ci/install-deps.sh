@@ -12,6 +12,7 @@ packages=(
   python3-dev pybind11-dev           # the Python module
   python3-numpy python3-zmq python3-pytest python3-matplotlib  # interop tests, pyzmq peer, plots
   libpython3.11-testsuite            # CPython's pickletester.py: hostile inputs for the unpickler
+  python3-distributed                # Dask: the pw:// comm backend (picklewire.dask) and its tests
   clang libclang-rt-14-dev           # libFuzzer + sanitizers for the fuzz smoke run
 )
 
