@@ -64,7 +64,7 @@ import picklewire
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PicklewireBackend", "PicklewireComm", "ledger", "clean_stale_segments", "channel_name"]
+__all__ = ["PicklewireBackend", "PicklewireComm", "ledger", "clean_stale_segments", "channel_name", "shutdown"]
 
 # Segment names: /dev/shm/picklewire.dask-<pid>-<token> ("picklewire shm list" shows them; the pid
 # lets any pw process remove the segment of a worker that was SIGKILLed).
@@ -401,7 +401,9 @@ def clean_stale_segments():
     return removed
 
 
-def _close_at_exit():
+def shutdown():
+    """Closes this process's channel (removing its /dev/shm file) and its senders, and removes
+    stale segments of dead processes. Runs at exit; a later pw comm binds a new channel."""
     global _inbox
     with _senders_lock:
         senders = list(_senders.values())
@@ -415,7 +417,7 @@ def _close_at_exit():
     clean_stale_segments()
 
 
-atexit.register(_close_at_exit)
+atexit.register(shutdown)
 
 
 def ledger():
