@@ -16,6 +16,7 @@ import dask.array as da  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 import module_support as ms  # noqa: E402
+from conftest import CLI, run_cli  # noqa: E402
 import picklewire.dask as pwd  # noqa: E402
 
 # Small channels: a CI machine runs this next to other tests.
@@ -56,6 +57,10 @@ def pw_cluster():
         client.close()
         cluster.close()
         leftovers = [f for pid in pids for f in ms.shm_files(f"dask-{pid}-")]
+        if CLI.exists():  # what a user sees: `picklewire shm list` names none of them
+            listed = run_cli(["shm", "list"]).stdout
+            leftovers += [line for line in listed.splitlines() for pid in pids
+                          if line.startswith(f"shm://dask-{pid}-")]
         for pid in pids:
             ms.remove_shm_files(f"dask-{pid}-")
     assert pids and not leftovers, leftovers
