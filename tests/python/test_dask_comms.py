@@ -5,6 +5,7 @@ cancelled reads. Both ends live in this process, which binds a small receive cha
 import asyncio
 import functools
 import gc
+import itertools
 import os
 import socket
 import struct
@@ -244,6 +245,31 @@ async def test_no_channel_means_tcp():
         x = np.arange(1 << 20, dtype="f8")
         await a.write({"x": to_serialize(x)})
         assert np.array_equal((await b.read())["x"], x)
+        assert pwd.ledger()["shm_messages"] == before
+    finally:
+        a.abort()
+        b.abort()
+
+
+@pw_gen_test
+async def test_peer_on_another_host_uses_tcp(monkeypatch):
+    # The two ends of a pair say hello with different boot ids, as two machines would.
+    boots = itertools.count()
+    real_hello = pwd._hello
+
+    def hello_from_another_boot():
+        comm_id, hello = real_hello()
+        return comm_id, {**hello, "boot": f"boot-{next(boots)}"}
+
+    monkeypatch.setattr(pwd, "_hello", hello_from_another_boot)
+    a, b = await dask_checks.get_comm_pair("pw://127.0.0.1")
+    try:
+        assert not a.extra_info["pw"]["same_host"] and not b.extra_info["pw"]["same_host"]
+        before = pwd.ledger()["shm_messages"]
+        x = np.arange(1 << 20, dtype="f8")
+        await b.write({"x": to_serialize(x)})
+        got = (await a.read())["x"]
+        assert np.array_equal(got, x) and got.flags.writeable and not pwd._inbox.receiver.owns(got)
         assert pwd.ledger()["shm_messages"] == before
     finally:
         a.abort()
