@@ -354,7 +354,7 @@ def _send_shm(channel, comm_id, seq, frames):
     except picklewire.PeerGone:
         _forget_sender(channel)
         return "fallback_peer_gone"
-    except (picklewire.TransportError, MemoryError, ValueError) as e:
+    except (picklewire.TransportError, MemoryError, ValueError, TypeError, BufferError) as e:
         # a loan larger than the free heap, a closed segment, ...
         logger.debug("pw: shared-memory send to %s failed, using TCP: %s", channel, e)
         return "fallback_channel_full" if "memory" in str(e).lower() or "room" in str(e).lower() else "fallback_error"
@@ -482,6 +482,15 @@ def _hello():
     }
 
 
+def _unregister_when_done(hello_future):
+    """Releases the comm id a cancelled hello registered."""
+    if hello_future.cancelled() or hello_future.exception() is not None:
+        return
+    comm_id = hello_future.result()[0]
+    if comm_id is not None and _inbox is not None:
+        _inbox.unregister(comm_id)
+
+
 class PicklewireComm(_tcp.TCP):
     """A Dask TCP comm whose large frames go through the peer's picklewire channel when the peer
     is on this host (see the module docstring)."""
@@ -502,7 +511,13 @@ class PicklewireComm(_tcp.TCP):
             raise CommClosedError("pw: stream closed before the hello")
         loop = asyncio.get_running_loop()
         # Binding this process's channel pre-faults it: not on the loop.
-        comm_id, mine = await loop.run_in_executor(_copy_executor(), _hello)
+        registered = loop.run_in_executor(_copy_executor(), _hello)
+        try:
+            comm_id, mine = await asyncio.shield(registered)
+        except asyncio.CancelledError:
+            # The hello may still register a comm id: release it once it is done.
+            registered.add_done_callback(_unregister_when_done)
+            raise
         self._rx_comm_id = comm_id
         payload = json.dumps(mine).encode()
         try:
