@@ -100,8 +100,8 @@ def run(protocol, nbytes, reps, capacity):
                 row["received_copied_bytes"] = after[b_addr]["copied_bytes"]["received"] - ledger_before[b_addr]["copied_bytes"]["received"]
                 row["sender_copied_into_segment"] = (after[a_addr]["copied_bytes"]["copied_into_segment"]
                                                      - ledger_before[a_addr]["copied_bytes"]["copied_into_segment"])
-                row["fallbacks"] = {k: v - ledger_before[b_addr].get(k, 0) for k, v in after[a_addr].items()
-                                    if k.startswith("fallback_") and v}
+                row["fallbacks"] = {k: v - ledger_before[a_addr].get(k, 0) for k, v in after[a_addr].items()
+                                    if k.startswith("fallback_") and v - ledger_before[a_addr].get(k, 0)}
             rows.append(row)
             del src
             client.run(lambda: __import__("gc").collect())
