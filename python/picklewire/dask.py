@@ -304,7 +304,9 @@ def _sender_for(channel):
             return sender
     # Connecting maps (and pre-faults) the peer's segment: done outside the lock, in a copy thread.
     try:
-        sender = picklewire.Sender.connect("shm://" + channel)
+        # send_timeout=0: a loan (Sender.buffer) that finds the heap full fails at once instead of
+        # waiting, possibly for good, for a worker to release the data it holds.
+        sender = picklewire.Sender.connect("shm://" + channel, send_timeout=0)
     except picklewire.Error as e:
         logger.info("pw: cannot connect to shared-memory channel %s, using TCP: %s", channel, e)
         with _senders_lock:
@@ -350,14 +352,15 @@ def _send_shm(channel, comm_id, seq, frames):
                 buffers.append(view)
         sender.send_message(_TAG.pack(comm_id, seq), buffers, timeout=0)
     except picklewire.TimeoutError:
-        return "fallback_channel_full"  # the receiver still holds what it got (Worker.data)
+        # No room for the message or a loan: the receiver still holds what it got (Worker.data).
+        return "fallback_channel_full"
     except picklewire.PeerGone:
         _forget_sender(channel)
         return "fallback_peer_gone"
-    except (picklewire.TransportError, MemoryError, ValueError, TypeError, BufferError) as e:
-        # a loan larger than the free heap, a closed segment, ...
+    except (picklewire.TransportError, ValueError, TypeError, BufferError) as e:
+        # a closed segment, a frame that is not one contiguous block, ...
         logger.debug("pw: shared-memory send to %s failed, using TCP: %s", channel, e)
-        return "fallback_channel_full" if "memory" in str(e).lower() or "room" in str(e).lower() else "fallback_error"
+        return "fallback_error"
     if loan_bytes:
         _ledger.add(copies_into_loan=1, copied_into_loan_bytes=loan_bytes)
     return None

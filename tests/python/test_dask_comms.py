@@ -236,6 +236,23 @@ async def test_full_channel_falls_back_and_recovers():
 
 
 @pw_gen_test
+async def test_readonly_frame_into_a_full_channel_falls_back_at_once():
+    a, b = await dask_checks.get_comm_pair("pw://127.0.0.1")
+    try:
+        await a.write({"x": to_serialize(np.ones(40 << 20, np.uint8))})
+        held = (await b.read())["x"]  # 40 of the 64 MiB stay leased
+        before = pwd.ledger().get("fallback_channel_full", 0)
+        blob = os.urandom(30 << 20)  # read-only: would need a 30 MiB loan
+        await a.write({"blob": to_serialize(blob)})
+        assert (await b.read())["blob"] == blob
+        assert pwd.ledger().get("fallback_channel_full", 0) == before + 1
+        assert pwd._inbox.receiver.owns(held)
+    finally:
+        a.abort()
+        b.abort()
+
+
+@pw_gen_test
 async def test_no_channel_means_tcp():
     with dask.config.set({"distributed.comm.pw.receive": False}):
         a, b = await dask_checks.get_comm_pair("pw://127.0.0.1")
