@@ -321,12 +321,23 @@ def _sender_for(channel):
         return sender
 
 
+def _close_sender(sender):
+    """Closes a Sender, keeping its copies in the process ledger."""
+    try:
+        s = sender.stats()
+        _ledger.add(retired_copies_into_segment=s["copies"]["copied_into_segment"],
+                    retired_copied_into_segment_bytes=s["copied_bytes"]["copied_into_segment"])
+    except picklewire.Error:
+        pass
+    sender.close()
+
+
 def _forget_sender(channel):
     with _senders_lock:
         sender = _senders.pop(channel, None)
         _dead_channels.add(channel)
     if sender is not None:
-        sender.close()
+        _close_sender(sender)
 
 
 def _send_shm(channel, comm_id, seq, frames):
@@ -412,7 +423,7 @@ def shutdown():
         senders = list(_senders.values())
         _senders.clear()
     for sender in senders:
-        sender.close()
+        _close_sender(sender)
     inbox = _inbox
     if inbox is not None and inbox.pid == os.getpid():
         inbox.close()
@@ -436,8 +447,8 @@ def ledger():
     channel: name, capacity, ``bytes_in_use``, ``slots_in_use``, ``peak_bytes_in_use``, or None).
     """
     counts = _ledger.snapshot()
-    copied_into_segment = 0
-    copies_into_segment = 0
+    copied_into_segment = counts.get("retired_copied_into_segment_bytes", 0)
+    copies_into_segment = counts.get("retired_copies_into_segment", 0)
     with _senders_lock:
         senders = list(_senders.values())
     for sender in senders:
