@@ -9,7 +9,8 @@ so B fetches it from A. Reported per protocol:
   serialisation, the move, deserialisation), first (cold) transfer and the median of the warm ones;
 * bandwidth = bytes / duration;
 * peak RSS of B during the transfer (VmHWM after resetting it through /proc/self/clear_refs just
-  before), and B's RSS before it;
+  before), B's RSS before it, and A's RSS after it (on pw, A maps B's channel: shared pages that
+  the kernel counts in A's RSS too);
 * for pw: B's ledger (bytes received through shared memory, copies on receive) and A's copy-in.
 
     PYTHONPATH=build/python /usr/bin/python3 bench/dask_transfer.py [--mib 256] [--reps 5] [--json]
@@ -91,9 +92,11 @@ def run(protocol, nbytes, reps, capacity):
             assert client.submit(first_element, src, workers=[b_addr], pure=False).result() == float(i)
             entry = client.run(last_incoming, workers=[b_addr])[b_addr]
             peak = client.run(peak_rss_kib, workers=[b_addr])[b_addr]
+            sender_rss = client.run(rss_kib, workers=[a_addr])[a_addr]
             row = {"rep": i, "duration_s": entry["duration"], "bytes": entry["total"],
                    "gbps": entry["total"] / entry["duration"] / 1e9,
-                   "rss_before_mib": rss_before / 1024, "peak_rss_mib": peak / 1024}
+                   "rss_before_mib": rss_before / 1024, "peak_rss_mib": peak / 1024,
+                   "sender_rss_mib": sender_rss / 1024}
             if protocol == "pw":
                 after = client.run(pw_ledger)
                 row["shm_received_bytes"] = after[b_addr]["shm_received_bytes"] - ledger_before[b_addr]["shm_received_bytes"]
@@ -129,8 +132,8 @@ def main():
         return
     print(f"{args.mib} MiB float64 array, worker A -> worker B, LocalCluster(n_workers=2, processes=True), "
           f"{os.cpu_count()} CPUs; pw capacity {capacity >> 20} MiB")
-    print("| protocol | cold transfer | warm transfer (median) | warm GB/s | B RSS before | B peak RSS | received through shm | copied on receive |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| protocol | cold transfer | warm transfer (median) | warm GB/s | B RSS before | B peak RSS | A RSS after | received through shm | copied on receive |")
+    print("|---|---|---|---|---|---|---|---|---|")
     base = None
     for protocol, rows in results.items():
         warm = rows[1:] or rows
@@ -141,8 +144,9 @@ def main():
         before = statistics.median(r["rss_before_mib"] for r in warm)
         shm = statistics.median(r.get("shm_received_bytes", 0) for r in warm) / 2**20
         copied = max(r.get("received_copied_bytes", 0) for r in warm)
+        sender = max(r["sender_rss_mib"] for r in warm)
         print(f"| {protocol} | {rows[0]['duration_s'] * 1e3:.0f} ms | {d * 1e3:.1f} ms ({base / d:.1f}x) | "
-              f"{gbps:.2f} | {before:.0f} MiB | {peak:.0f} MiB | {shm:.0f} MiB | {copied} B |")
+              f"{gbps:.2f} | {before:.0f} MiB | {peak:.0f} MiB | {sender:.0f} MiB | {shm:.0f} MiB | {copied} B |")
     for protocol, rows in results.items():
         print(protocol, "durations (ms):", " ".join(f"{r['duration_s'] * 1e3:.1f}" for r in rows),
               "| peak RSS (MiB):", " ".join(f"{r['peak_rss_mib']:.0f}" for r in rows))
