@@ -340,6 +340,22 @@ def _forget_sender(channel):
         _close_sender(sender)
 
 
+def _channel_pid(channel):
+    pid_text = channel[len(SEGMENT_PREFIX):].split("-", 1)[0] if channel.startswith(SEGMENT_PREFIX) else ""
+    return int(pid_text) if pid_text.isdigit() else None
+
+
+def _forget_sender_if_peer_died(channel):
+    """Unmaps a dead peer's channel: its name is already gone from /dev/shm, but the mapping would
+    keep its memory alive for as long as this process lives."""
+    pid = _channel_pid(channel)
+    if pid is not None and not _pid_alive(pid):
+        with _senders_lock:
+            known = channel in _senders
+        if known:
+            _forget_sender(channel)
+
+
 def _send_shm(channel, comm_id, seq, frames):
     """Runs in a copy thread: one picklewire message into the peer's channel. Returns None on
     success, else why the frames must go on the socket."""
@@ -647,6 +663,7 @@ class PicklewireComm(_tcp.TCP):
         except StreamClosedError as e:
             self.stream = None
             self._closed = True
+            self._release()
             if not sys.is_finalizing():
                 _tcp.convert_stream_closed_error(self, e)
         except BaseException:
@@ -670,7 +687,7 @@ class PicklewireComm(_tcp.TCP):
         except StreamClosedError as e:
             self.stream = None
             self._closed = True
-            self._release_inbox()
+            self._release()
             if not sys.is_finalizing():
                 _tcp.convert_stream_closed_error(self, e)
         except BaseException:
@@ -760,15 +777,20 @@ class PicklewireComm(_tcp.TCP):
 
     # -- close
 
+    def _release(self):
+        self._release_inbox()
+        if self._peer_channel is not None:
+            _forget_sender_if_peer_died(self._peer_channel[0])
+
     async def close(self):
         try:
             await super().close()
         finally:
-            self._release_inbox()
+            self._release()
 
     def abort(self):
         super().abort()
-        self._release_inbox()
+        self._release()
 
 
 class PicklewireConnector(_tcp.TCPConnector):

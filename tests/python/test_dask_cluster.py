@@ -114,11 +114,15 @@ def test_worker_killed_mid_computation_is_recovered(pw_cluster):
     x = da.random.RandomState(7).random((3200, 800), chunks=(200, 800))  # 16 chunks of 1.25 MiB
     expected = (x.compute() * 2.0)
     expected = (expected + expected[::-1]).sum(axis=0)
+    victim = client.run(os.getpid, workers=[w0])[w0]
+    # w1 sends an array to w0 first, so it maps w0's channel (checked unmapped after the kill).
+    on_w1 = client.submit(np.ones, 1 << 18, workers=[w1], pure=False)
+    assert client.submit(np.sum, on_w1, workers=[w0], pure=False).result() == 1 << 18
+    assert client.run(_maps_channel_of, victim, workers=[w1])[w1]
     y = x.map_blocks(_slow_block, dtype=float)
     future = client.compute((y + y[::-1]).sum(axis=0))
     assert _wait_for(lambda: any(client.processing().values()), 60)
     time.sleep(0.5)  # some blocks done, transfers under way
-    victim = client.run(os.getpid, workers=[w0])[w0]
     os.kill(victim, signal.SIGKILL)
     np.testing.assert_allclose(future.result(timeout=120), expected)
     # The nanny restarts the worker; the new one removed its predecessor's segment at bind.
@@ -126,6 +130,15 @@ def test_worker_killed_mid_computation_is_recovered(pw_cluster):
     remember_pids()
     assert not os.path.exists(f"/proc/{victim}") or not _alive(victim)
     assert _wait_for(lambda: not ms.shm_files(f"dask-{victim}-"), 60)
+    # The survivor unmapped the dead worker's channel once its comms to it closed (a mapping of the
+    # unlinked file would keep that memory alive).
+    assert _wait_for(lambda: not client.run(_maps_channel_of, victim, workers=[w1])[w1], 60)
+
+
+def _maps_channel_of(pid):
+    """Runs in a worker: whether it still maps the channel of process `pid`."""
+    with open("/proc/self/maps") as f:
+        return any(f"/dev/shm/picklewire.dask-{pid}-" in line for line in f)
 
 
 def _alive(pid):
