@@ -44,6 +44,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import struct
 import sys
@@ -72,6 +73,7 @@ SEGMENT_PREFIX = "dask-"
 _SHM_DIR = "/dev/shm"
 
 _HELLO_MAGIC = b"PWDASK1\0"
+_CHANNEL_NAME = re.compile(re.escape(SEGMENT_PREFIX) + r"[0-9]+-[0-9a-f]+")  # what _Inbox names
 _HELLO_MAX = 64 * 1024  # a hello is ~300 bytes; anything bigger is not a pw peer
 _TAG = struct.Struct("<QQ")
 _U64 = struct.Struct("<Q")
@@ -575,9 +577,14 @@ class PicklewireComm(_tcp.TCP):
             raise CommClosedError(f"pw: malformed hello from {self.peer_address}")
         same_host = (mine["boot"] is not None and theirs.get("boot") == mine["boot"]
                      and theirs.get("ipc") == mine["ipc"] and theirs.get("uid") == mine["uid"])
-        channel = theirs.get("channel")
-        if same_host and isinstance(channel, str) and isinstance(theirs.get("comm_id"), int):
-            self._peer_channel = (channel, int(theirs.get("capacity") or 0), theirs["comm_id"])
+        channel, capacity, peer_comm_id = theirs.get("channel"), theirs.get("capacity"), theirs.get("comm_id")
+        if channel is not None and not (isinstance(channel, str) and _CHANNEL_NAME.fullmatch(channel)
+                                        and type(capacity) is int and capacity > 0
+                                        and type(peer_comm_id) is int and peer_comm_id > 0):
+            self._release_inbox()
+            raise CommClosedError(f"pw: malformed channel in the hello from {self.peer_address}")
+        if same_host and channel is not None:
+            self._peer_channel = (channel, capacity, peer_comm_id)
         self._extra["pw"] = {"same_host": same_host, "peer_channel": channel if self._peer_channel else None,
                              "channel": mine["channel"]}
 

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import gc
 import itertools
+import json
 import os
 import socket
 import struct
@@ -315,7 +316,10 @@ async def test_listener_refuses_a_peer_that_is_not_pw():
 
     async with listen("pw://127.0.0.1", handle_comm) as listener:
         host, port = get_backend("pw").get_address_host_port(listener.contact_address[len("pw://"):])
-        for garbage in (b"GET / HTTP/1.0\r\n\r\n" * 4, b"PWDASK1\0" + struct.pack("<Q", 1 << 40)):
+        bad_hellos = [b"[1, 2]", b"{not json", json.dumps({"channel": "../etc", "capacity": 1, "comm_id": 1}).encode(),
+                      json.dumps({"channel": "dask-1-ab", "capacity": "big", "comm_id": 1}).encode()]
+        for garbage in [b"GET / HTTP/1.0\r\n\r\n" * 4, b"PWDASK1\0" + struct.pack("<Q", 1 << 40)] + [
+                b"PWDASK1\0" + struct.pack("<Q", len(h)) + h for h in bad_hellos]:
             # In a thread: the listener runs on this loop. A listener that never closed the
             # connection would fail the test with socket.timeout.
             await asyncio.to_thread(_send_and_drain, host, port, garbage)
