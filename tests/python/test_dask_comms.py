@@ -31,7 +31,6 @@ from distributed.protocol import to_serialize  # noqa: E402
 from distributed.utils_test import gen_test  # noqa: E402
 
 import module_support as ms  # noqa: E402
-import picklewire  # noqa: E402
 import picklewire.dask as pwd  # noqa: E402
 
 CAPACITY = 64 << 20
