@@ -29,10 +29,14 @@ Socket message format (``pw`` comms only; both ends are this module)::
     u64 total_bytes                       # of everything below
     u64 nframes, u64 n_shm                # all frames; frames that came through shared memory
     u64 frame_nbytes[nframes]
-    u64 shm_frame_index[n_shm], u64 seq   # (seq only when n_shm > 0)
+    u64 shm_frame_index[n_shm], u64 seq   # (these and the two below only when n_shm > 0)
+    u64 n_buffers, u64 frames_in_buffer[n_buffers]
     in-band frames, concatenated (the shared-memory frames are left out)
 
-Shared-memory message: stream = ``<u64 comm_id, u64 seq>``, buffers = the left-out frames in order.
+Shared-memory message: stream = ``<u64 comm_id, u64 seq>``, buffers = the left-out frames in order,
+where consecutive frames that are adjacent pieces of one memory block (the shards Dask cut one
+frame into, e.g. data relayed from a tcp hop) travel as one buffer: the reader slices it back, so
+the shards are views of one object and Dask's ``merge_memoryviews`` joins them without a copy.
 """
 from __future__ import annotations
 
@@ -59,6 +63,7 @@ from dask.utils import parse_bytes, parse_timedelta
 from distributed.comm import tcp as _tcp
 from distributed.comm.core import CommClosedError
 from distributed.comm.utils import from_frames, host_array, to_frames
+from distributed.protocol.utils import address_of_memoryview, merge_memoryviews
 from distributed.utils import ensure_memoryview, nbytes
 
 import picklewire
@@ -358,6 +363,45 @@ def _forget_sender_if_peer_died(channel):
             _forget_sender(channel)
 
 
+def _coalesce_shards(frames, big):
+    """The shared-memory buffers for frames[big]: runs of consecutive frames that are adjacent
+    pieces of one exporter's memory (shards of one Dask frame) become one view, so they land
+    contiguously in one slot. Returns (buffers, frames per buffer)."""
+    buffers, counts, run = [], [], []
+
+    def flush():
+        if len(run) > 1:
+            try:
+                buffers.append(merge_memoryviews(run))  # a view of the same memory: no copy
+                counts.append(len(run))
+                return
+            except (ValueError, TypeError):
+                pass
+        for view in run:
+            buffers.append(view)
+            counts.append(1)
+
+    previous = None
+    for i in big:
+        # Dask's shards are memoryviews of the frame's exporter: kept as they are, since a cast
+        # (ensure_memoryview) would make each one the sole view of a new object.
+        view = frames[i] if isinstance(frames[i], memoryview) else ensure_memoryview(frames[i])
+        if run and i == previous + 1 and view.obj is not None and view.obj is run[-1].obj and view.contiguous:
+            try:
+                adjacent = address_of_memoryview(run[-1]) + run[-1].nbytes == address_of_memoryview(view)
+            except (TypeError, ValueError):
+                adjacent = False
+            if adjacent:
+                run.append(view)
+                previous = i
+                continue
+        flush()
+        run = [view]
+        previous = i
+    flush()
+    return buffers, counts
+
+
 def _send_shm(channel, comm_id, seq, frames):
     """Runs in a copy thread: one picklewire message into the peer's channel. Returns None on
     success, else why the frames must go on the socket."""
@@ -610,27 +654,26 @@ class PicklewireComm(_tcp.TCP):
                                  frame_split_size=_NO_SPLIT if shm else self.max_shard_size)
         sizes = [nbytes(f) for f in frames]
         async with self._write_lock:  # the shm message and its control message stay in order
-            shm_index = []
-            seq = 0
+            shm_index, seq, counts = [], 0, []
             if shm:
                 threshold = _threshold()
                 big = [i for i, n in enumerate(sizes) if n >= threshold]
                 if big:
-                    shm_index, seq = await self._send_big(frames, sizes, big)
-            return self._write_socket(stream, frames, sizes, shm_index, seq)
+                    shm_index, seq, counts = await self._send_big(frames, sizes, big)
+            return self._write_socket(stream, frames, sizes, shm_index, seq, counts)
 
     async def _send_big(self, frames, sizes, big):
         channel, capacity, comm_id = self._peer_channel
         total = sum(sizes[i] for i in big)
         if total + 64 * 1024 > capacity:  # cannot fit the peer's heap even when it is empty
             _ledger.add(fallback_too_large=1)
-            return [], 0
+            return [], 0, []
+        buffers, counts = _coalesce_shards(frames, big)
         self._tx_seq += 1
         seq = self._tx_seq
         loop = asyncio.get_running_loop()
         try:
-            why = await loop.run_in_executor(_copy_executor(), _send_shm, channel, comm_id, seq,
-                                             [frames[i] for i in big])
+            why = await loop.run_in_executor(_copy_executor(), _send_shm, channel, comm_id, seq, buffers)
         except BaseException:
             # Cancelled or failed while the copy may have been published: the peer would see a
             # message without its control message, so this comm cannot go on (as Dask's TCP comm
@@ -640,16 +683,16 @@ class PicklewireComm(_tcp.TCP):
         if why is not None:
             self._tx_seq -= 1  # nothing was published under this number
             _ledger.add(**{why: 1})
-            return [], 0
+            return [], 0, []
         _ledger.add(shm_messages=1, shm_frames=len(big), shm_bytes=total)
-        return big, seq
+        return big, seq, counts
 
-    def _write_socket(self, stream, frames, sizes, shm_index, seq):
+    def _write_socket(self, stream, frames, sizes, shm_index, seq, counts):
         skip = set(shm_index)
         inband = [(f, n) for i, (f, n) in enumerate(zip(frames, sizes)) if i not in skip]
         header = struct.pack(f"<QQ{len(sizes)}Q", len(sizes), len(shm_index), *sizes)
         if shm_index:
-            header += struct.pack(f"<{len(shm_index)}QQ", *shm_index, seq)
+            header += struct.pack(f"<{len(shm_index)}QQQ{len(counts)}Q", *shm_index, seq, len(counts), *counts)
         body_nbytes = sum(n for _, n in inband)
         header = _U64.pack(len(header) + body_nbytes) + header
         pieces = [header] + [f for f, n in inband if n]
@@ -725,27 +768,39 @@ class PicklewireComm(_tcp.TCP):
         if nframes > view.nbytes // 8 or n_shm > nframes:
             raise CommClosedError(f"pw: bad message header ({nframes} frames, {n_shm} in shared memory)")
         offset = 16
-        header_words = nframes + (n_shm + 1 if n_shm else 0)
+        header_words = nframes + (n_shm + 2 if n_shm else 0)
         if offset + 8 * header_words > view.nbytes:
             raise CommClosedError("pw: truncated message header")
         sizes = struct.unpack_from(f"<{nframes}Q", view, offset)
         offset += 8 * nframes
-        shm_index = []
-        seq = 0
+        shm_index, seq, counts = [], 0, []
         if n_shm:
-            *shm_index, seq = struct.unpack_from(f"<{n_shm}QQ", view, offset)
-            offset += 8 * (n_shm + 1)
-        if any(i >= nframes for i in shm_index) or len(set(shm_index)) != len(shm_index):
+            *shm_index, seq, n_buffers = struct.unpack_from(f"<{n_shm}QQQ", view, offset)
+            offset += 8 * (n_shm + 2)
+            if n_buffers > n_shm or offset + 8 * n_buffers > view.nbytes:
+                raise CommClosedError(f"pw: bad message header ({n_buffers} shared-memory buffers)")
+            counts = struct.unpack_from(f"<{n_buffers}Q", view, offset)
+            offset += 8 * n_buffers
+        if (any(i >= nframes for i in shm_index) or len(set(shm_index)) != len(shm_index)
+                or sum(counts) != n_shm or not all(counts)):
             raise CommClosedError("pw: bad shared-memory frame index")
         shm_frames = {}
         if shm_index:
             buffers = await self._take_shm(seq)
-            if len(buffers) != len(shm_index):
-                raise CommClosedError(f"pw: {len(buffers)} shared-memory frames where {len(shm_index)} were named")
-            for i, b in zip(shm_index, buffers):
-                if b.nbytes != sizes[i]:
-                    raise CommClosedError(f"pw: shared-memory frame {i} has {b.nbytes} bytes, expected {sizes[i]}")
-                shm_frames[i] = b
+            if len(buffers) != len(counts):
+                raise CommClosedError(f"pw: {len(buffers)} shared-memory buffers where {len(counts)} were named")
+            frame_indices = iter(shm_index)
+            for buffer, count in zip(buffers, counts):
+                start = 0
+                for _ in range(count):
+                    i = next(frame_indices)
+                    if start + sizes[i] > buffer.nbytes:
+                        raise CommClosedError(f"pw: shared-memory buffer of {buffer.nbytes} bytes too small")
+                    # One frame, or a slice: shards of one buffer stay views of the same object.
+                    shm_frames[i] = buffer if count == 1 else buffer[start:start + sizes[i]]
+                    start += sizes[i]
+                if start != buffer.nbytes:
+                    raise CommClosedError(f"pw: shared-memory buffer of {buffer.nbytes} bytes, frames of {start}")
             _ledger.add(shm_received_messages=1, shm_received_bytes=sum(b.nbytes for b in buffers))
         frames = []
         for i, n in enumerate(sizes):

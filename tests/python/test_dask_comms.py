@@ -27,7 +27,8 @@ from distributed.comm import (  # noqa: E402
 )
 from distributed.comm.registry import backends, get_backend  # noqa: E402
 from distributed.comm.tests import test_comms as dask_checks  # noqa: E402
-from distributed.protocol import to_serialize  # noqa: E402
+from distributed.protocol import Serialized, to_serialize  # noqa: E402
+from distributed.protocol.serialize import serialize_and_split  # noqa: E402
 from distributed.utils_test import gen_test  # noqa: E402
 
 import module_support as ms  # noqa: E402
@@ -166,6 +167,28 @@ async def test_large_frames_arrive_in_shared_memory_writable_and_uncopied():
         gc.collect()
         # (Dask deserialises large messages in a thread; the loop drops its result a turn later.)
         assert await _eventually(lambda: pwd.ledger()["channel"]["bytes_in_use"] <= in_use - payload)
+    finally:
+        a.abort()
+        b.abort()
+
+
+@pw_gen_test
+async def test_shards_of_one_frame_arrive_contiguous_and_are_joined_without_a_copy():
+    # Data relayed from a tcp hop arrives cut into shards (a Serialized with split frames): they go
+    # as one buffer and come back as views of one object, so merge_memoryviews copies nothing.
+    a, b = await dask_checks.get_comm_pair("pw://127.0.0.1")
+    try:
+        x = np.arange(3 << 20, dtype="<f8")  # 24 MiB
+        header, shards = serialize_and_split(x, size=1 << 20)
+        assert len(shards) >= 24
+        before = pwd.ledger()
+        await a.write({"x": Serialized(header, shards), "y": to_serialize(x[:1 << 17])})
+        got = await b.read()
+        after = pwd.ledger()
+        assert np.array_equal(got["x"], x) and np.array_equal(got["y"], x[:1 << 17])
+        assert got["x"].flags.writeable and pwd._inbox.receiver.owns(got["x"])
+        assert after["shm_received_messages"] == before["shm_received_messages"] + 1
+        assert after["copied_bytes"]["received"] == 0
     finally:
         a.abort()
         b.abort()
