@@ -11,15 +11,10 @@ packages=(
   libgtest-dev libbenchmark-dev      # tests and benchmarks
   python3-dev pybind11-dev           # the Python module
   python3-numpy python3-zmq python3-pytest python3-matplotlib  # interop tests, pyzmq peer, plots
-<<<<<<< HEAD
   libpython3.11-testsuite            # CPython's pickletester.py, test_concurrent_futures.py: peers' own tests
-  python3-distributed python3-joblib # Dask's comm tests for the pw backend; joblib as a benchmark baseline
+  python3-distributed python3-joblib # Dask: the pw:// comm backend and its tests; joblib: a benchmark baseline
   python3-setuptools python3-wheel python3-pip  # pip install --no-build-isolation . (the wheel backend)
   doxygen                            # the API reference (docs/api.md)
-=======
-  libpython3.11-testsuite            # CPython's pickletester.py: hostile inputs for the unpickler
-  python3-distributed                # Dask: the pw:// comm backend (picklewire.dask) and its tests
->>>>>>> issue-18
   clang libclang-rt-14-dev           # libFuzzer + sanitizers for the fuzz smoke run
 )
 
