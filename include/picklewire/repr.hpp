@@ -13,7 +13,7 @@
 //                          | _inst(cls, args) | _obj(cls, args), wrapped (innermost first) by
 //                          _additems(o, [..]), _extend(o, [..]), _setitems(o, [(k, v), ..]),
 //                          then one _build(o, state) per BUILD, in order
-//   NDArray                _ndarray(dtype='<f8', shape=(2, 3), strides=(24, 8), data=b'...')
+//   NDArray                array([[1.0, 2.0], [3.0, 4.0]], dtype='<f8', shape=(2, 2), order='C') (format_ndarray)
 //   an Object or NDArray already being printed (a cycle through it)   ...
 // An out-of-band PickleBuffer prints as b'...' when readonly and bytearray(b'...') when writable.
 #pragma once
