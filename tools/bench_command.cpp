@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "progress.hpp"
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
 
@@ -46,6 +47,7 @@ struct BenchArgs {
   bool json = false;
   std::uint64_t capacity = 0;  // shm heap bytes; 0: sized from --size
   bool compress = false;       // zmq: lz4 per buffer
+  bool quiet = false;          // no progress line
 };
 
 // tcp://HOST:PORT -> PORT, or UsageError for a URL without a valid port (bench needs PORT and PORT+1).
@@ -198,7 +200,13 @@ void run(const BenchArgs& a) {
   constexpr std::uint64_t kWarmUp = 3;
   for (std::uint64_t i = 0; i < kWarmUp; ++i) tx.send(make(kData));
   const auto t0 = Clock::now();
-  for (std::uint64_t i = 0; i < a.count; ++i) tx.send(make(kData));
+  {
+    Progress progress("bench: sent", a.count, a.quiet || a.json);
+    for (std::uint64_t i = 0; i < a.count; ++i) {
+      tx.send(make(kData));
+      progress.add(a.size);
+    }
+  }
   tx.send(control(kDone));
   if (!replies->recv(std::chrono::seconds(120))) throw Error("bench: no reply from the receiver");
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -279,6 +287,7 @@ void add_bench_command(CLI::App& app) {
       ->transform(CLI::AsSizeValue(false));
   cmd->add_flag("--loan", args->loan, "send buffers from Sender::allocate (zero copy on shm)");
   cmd->add_flag("--json", args->json, "one JSON object instead of text");
+  cmd->add_flag("--quiet", args->quiet, "no progress line on the terminal");
   cmd->add_flag("--compress", args->compress, "ZeroMQ: lz4 per buffer (the payload is one repeated byte: compressible)");
   cmd->callback([args] { run(*args); });
 }

@@ -99,3 +99,23 @@ def test_bench_refuses_a_reply_port_someone_else_listens_on():
     assert r.returncode == 1
     assert "already has a listener" in r.stderr
     assert not any(got), "bench wrote into an unrelated listener"
+
+
+def test_bench_shows_progress_on_a_terminal_only(url_for, cli):
+    import shutil
+    import subprocess
+
+    if not shutil.which("script"):
+        pytest.skip("util-linux `script` (a pseudo-terminal) is not installed")
+    url = url_for("shm", "progress")
+    # On a terminal (script gives the command a pseudo-terminal): a progress line.
+    tty = subprocess.run(["script", "-qec", f"{cli} bench {url} --size 4KiB --count 2000", "/dev/null"],
+                         capture_output=True, timeout=120)
+    assert tty.returncode == 0, tty.stdout
+    assert b"bench: sent" in tty.stdout and b"messages/s" in tty.stdout
+    # Not a terminal, or --quiet: none.
+    piped = run_cli(["bench", url, "--size", "4KiB", "--count", "2000"])
+    assert piped.returncode == 0 and "bench: sent" not in piped.stderr
+    quiet = subprocess.run(["script", "-qec", f"{cli} bench {url} --size 4KiB --count 2000 --quiet", "/dev/null"],
+                           capture_output=True, timeout=120)
+    assert quiet.returncode == 0 and b"bench: sent" not in quiet.stdout
