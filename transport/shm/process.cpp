@@ -13,22 +13,31 @@
 #include "picklewire/errors.hpp"
 
 namespace picklewire::shm {
+namespace pid_cache {
+
+std::atomic<pid_t> current_pid_value{0};
+
 namespace {
-
-std::atomic<pid_t> g_pid{0};
-void refresh_pid() noexcept { g_pid.store(::getpid(), std::memory_order_relaxed); }
-
+void refresh_pid() noexcept { current_pid_value.store(::getpid(), std::memory_order_relaxed); }
 }  // namespace
 
-pid_t current_pid() noexcept {
+pid_t register_current_pid() noexcept {
   static const bool registered = [] {
     refresh_pid();
     ::pthread_atfork(nullptr, nullptr, refresh_pid);
     return true;
   }();
   (void)registered;
-  return g_pid.load(std::memory_order_relaxed);
+  return current_pid_value.load(std::memory_order_relaxed);
 }
+
+void throw_not_same_process(pid_t owner, const std::string& name, const char* what) {
+  throw TransportError("shm://" + name + ": this " + what + " was made by process " + std::to_string(owner) +
+                           "; after fork(), connect or bind a new one in the child",
+                       EPERM);
+}
+
+}  // namespace pid_cache
 
 std::uint64_t process_start_time(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -55,13 +64,6 @@ bool process_alive(pid_t pid, std::uint64_t start_time) {
   char state = line[close_paren + 2];
   if (state == 'Z' || state == 'X') return false;
   return start_time == 0 || process_start_time(pid) == start_time;
-}
-
-void check_same_process(pid_t owner, const std::string& name, const char* what) {
-  if (current_pid() != owner)
-    throw TransportError("shm://" + name + ": this " + what + " was made by process " + std::to_string(owner) +
-                             "; after fork(), connect or bind a new one in the child",
-                         EPERM);
 }
 
 }  // namespace picklewire::shm

@@ -45,6 +45,14 @@ class ShmReceiver final : public detail::ReceiverImpl {
     if (anything_queued()) {
       if (std::optional<Message> m = take()) return m;
     }
+    return wait_for_message(timeout);
+  }
+
+  TransportStats stats() const override { return endpoint_stats(*channel_, ledger_); }
+
+ private:
+  // recv() when nothing is queued yet: out of line, so that the fast path above stays small.
+  [[gnu::noinline]] std::optional<Message> wait_for_message(Timeout timeout) {
     const auto start = Clock::now();
     SegmentHeader& h = channel_->header();
     std::optional<Message> out;
@@ -68,8 +76,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
     throw Interrupted("shm://" + name_ + ": receive was interrupted");
   }
 
-  TransportStats stats() const override { return endpoint_stats(*channel_, ledger_); }
-
+ public:
   // How long recv() spins before it blocks. Spinning buys latency for small messages. A stream
   // whose messages come a little further apart than the configured spin (a 4 MiB copy-in arrives
   // every ~100 us) would block on every message, and then every send pays a futex wake (a syscall

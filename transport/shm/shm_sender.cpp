@@ -189,21 +189,24 @@ class ShmSender final : public detail::SenderImpl {
     Lane& lane = channel_->segment().lane(*lane_);
     const std::uint64_t tail = lane.tail.load(std::memory_order_relaxed);
     if (tail - lane_head_seen_ >= kLaneCells) {  // perhaps full: look at the receiver's head
-      const bool room = finish_wait(
-          wait_for_queue(deadline_for(timeout, Clock::now()),
-                         [&] {
-                           if (lane_has_room(lane)) return true;
-                           check_receiver(/*force=*/false);
-                           return false;
-                         }),
-          "send", 0);
-      if (!room) return false;
+      if (!wait_for_lane_cell(lane, timeout)) return false;
       lane_head_seen_ = lane.head.load(std::memory_order_acquire);
     }
     write_inline_cell(lane.cells[tail % kLaneCells], message);
     lane.tail.store(tail + 1, std::memory_order_release);
     channel_->notify_data();
     return true;
+  }
+
+  // Out of line, so that the inline send stays small.
+  [[gnu::noinline]] bool wait_for_lane_cell(const Lane& lane, Timeout timeout) {
+    return finish_wait(wait_for_queue(deadline_for(timeout, Clock::now()),
+                                      [&] {
+                                        if (lane_has_room(lane)) return true;
+                                        check_receiver(/*force=*/false);
+                                        return false;
+                                      }),
+                       "send", 0);
   }
 
   // The message slot's stream and copied-in buffers, at the offsets in `record` and records_.
