@@ -122,18 +122,39 @@ TEST(ShmTransport, EmptyQueueTimesOutAndTryRecvReturnsNothing) {
   EXPECT_LT(took, 1s);
 }
 
+// The TransportError code of what `f` throws (0: it threw nothing).
+template <class F>
+int error_code_of(F&& f) {
+  try {
+    f();
+  } catch (const TransportError& e) {
+    return e.code();
+  }
+  return 0;
+}
+
+// Each kind of failure has its own errno-like code (docs/shm.md "Errors").
 TEST(ShmTransport, SegmentIsPrivateAndNamesAreChecked) {
   UniqueChannel ch("perm");
   Receiver rx = Receiver::bind(ch.url(), small_options());
   auto st = std::filesystem::status("/dev/shm/picklewire." + ch.name());
   EXPECT_EQ(st.permissions() & std::filesystem::perms::all,
             std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-  EXPECT_THROW(Receiver::bind(ch.url(), small_options()), TransportError);  // bound by a live receiver
-  EXPECT_THROW(Sender::connect("shm://bad/name"), TransportError);
-  EXPECT_THROW(Sender::connect("shm://pwtest-nobody-bound-this"), TransportError);
+  EXPECT_EQ(error_code_of([&] { Receiver::bind(ch.url(), small_options()); }), EADDRINUSE);  // bound by a live receiver
+  EXPECT_EQ(error_code_of([] { Sender::connect("shm://bad/name"); }), EINVAL);
+  EXPECT_EQ(error_code_of([] { Receiver::bind("shm://with.tmp-1"); }), EINVAL);
+  EXPECT_EQ(error_code_of([] { Sender::connect("shm://pwtest-nobody-bound-this"); }), ENOENT);
+  EXPECT_EQ(error_code_of([] { Sender::connect("nosuch://x"); }), EPROTONOSUPPORT);
+  EndpointOptions tiny = small_options(1024);
+  EXPECT_EQ(error_code_of([&] { UniqueChannel other("tiny"); Receiver::bind(other.url(), tiny); }), EINVAL);
+  {
+    Sender tx = Sender::connect(ch.url());
+    EXPECT_EQ(error_code_of([&] { tx.send(make_message(0, 0, {std::size_t(16) << 20}), 1s); }), EMSGSIZE);
+    EXPECT_EQ(error_code_of([&] { tx.allocate(std::size_t(16) << 20); }), EMSGSIZE);
+  }
   std::filesystem::permissions("/dev/shm/picklewire." + ch.name(), std::filesystem::perms::group_read,
                                std::filesystem::perm_options::add);
-  EXPECT_THROW(Sender::connect(ch.url()), TransportError);  // mode no longer 0600
+  EXPECT_EQ(error_code_of([&] { Sender::connect(ch.url()); }), EACCES);  // mode no longer 0600
 }
 
 TEST(ShmTransport, TooSmallShmIsAClearError) {
@@ -145,6 +166,7 @@ TEST(ShmTransport, TooSmallShmIsAClearError) {
     FAIL() << "bind of a 1 PiB segment succeeded";
   } catch (const TransportError& e) {
     EXPECT_NE(std::string(e.what()).find("/dev/shm has"), std::string::npos) << e.what();
+    EXPECT_EQ(e.code(), ENOSPC);
   }
 }
 
@@ -537,12 +559,12 @@ TEST(ShmTransport, EndpointsInheritedThroughForkRefuseWorkAndLeaveTheChannelAlon
     try {
       tx->send(make_message(9, 0, {8}), 1s);
     } catch (const TransportError& e) {
-      refused += std::string(e.what()).find("after fork()") != std::string::npos;
+      refused += std::string(e.what()).find("after fork()") != std::string::npos && e.code() == EPERM;
     }
     try {
       rx->recv(0ms);
     } catch (const TransportError& e) {
-      refused += std::string(e.what()).find("after fork()") != std::string::npos;
+      refused += std::string(e.what()).find("after fork()") != std::string::npos && e.code() == EPERM;
     }
     tx.reset();  // destructors run in the child: they must not close the parent's lane or channel
     rx.reset();

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "picklewire/errors.hpp"
+#include "shm/process.hpp"
 #include "shm/wakeup.hpp"
 
 namespace picklewire::shm {
@@ -46,7 +47,7 @@ ChannelLock::ChannelLock(Channel& channel) : channel_(channel) {
     channel_.repair_locked();
     pthread_mutex_consistent(m);
   } else if (rc != 0) {
-    throw TransportError(std::string("shm: segment lock unusable: ") + std::strerror(rc));
+    throw TransportError(std::string("shm: segment lock unusable: ") + std::strerror(rc), rc);
   }
 }
 
@@ -186,49 +187,8 @@ void Channel::publish_locked(std::uint32_t message_slot, std::span<const std::ui
 
 bool Channel::validate_locked(std::uint32_t message_slot, ValidatedMessage& m, std::string* error,
                               bool check_queued) const {
-  const Slot* slots = segment_->slots();
-  const std::uint32_t slot_count = segment_->slot_count();
-  const std::uint64_t capacity = segment_->heap_capacity();
-  auto fail = [&](std::string why) {
-    if (error) *error = std::move(why);
-    return false;
-  };
-  if (message_slot >= slot_count) return fail("message slot index " + std::to_string(message_slot) + " out of range");
-  const Slot ms = slots[message_slot];  // copy: a peer may scribble on the segment meanwhile
-  if (ms.state != SlotState::used) return fail("message slot " + std::to_string(message_slot) + " is not in use");
-  if (!in_range(ms.offset, ms.size, capacity))
-    return fail("message slot " + std::to_string(message_slot) + " lies outside the heap");
-  if (ms.size < sizeof(MessageRecord)) return fail("message slot too small for a record");
-  const std::byte* base = segment_->heap() + ms.offset;
-  MessageRecord record;
-  std::memcpy(&record, base, sizeof record);
-  if (record.magic != kMessageMagic) return fail("bad message record magic");
-  const std::uint64_t table_bytes = std::uint64_t(record.buffer_count) * sizeof(BufferRecord);
-  if (!in_range(sizeof(MessageRecord), table_bytes, ms.size))
-    return fail("buffer count " + std::to_string(record.buffer_count) + " does not fit the message slot");
-  if (!in_range(record.stream_offset, record.stream_size, ms.size))
-    return fail("stream (offset " + std::to_string(record.stream_offset) + ", size " +
-                std::to_string(record.stream_size) + ") outside its slot of " + std::to_string(ms.size) + " bytes");
-  m.message_slot = message_slot;
-  m.stream_offset = record.stream_offset;
-  m.stream_size = record.stream_size;
-  m.buffers.resize(record.buffer_count);
-  if (table_bytes) std::memcpy(m.buffers.data(), base + sizeof(MessageRecord), table_bytes);
-  for (std::size_t i = 0; i < m.buffers.size(); ++i) {
-    BufferRecord& b = m.buffers[i];
-    if (b.slot == kSameSlot) b.slot = message_slot;
-    if (b.slot >= slot_count)
-      return fail("buffer " + std::to_string(i) + " names slot " + std::to_string(b.slot) + ", out of range");
-    const Slot s = slots[b.slot];
-    if (s.state != SlotState::used || !in_range(s.offset, s.size, capacity))
-      return fail("buffer " + std::to_string(i) + " names slot " + std::to_string(b.slot) + ", which is not in use");
-    if (check_queued && b.slot != message_slot && s.queued == 0)
-      return fail("buffer " + std::to_string(i) + " names slot " + std::to_string(b.slot) + " without a reference");
-    if (!in_range(b.offset, b.size, s.size))
-      return fail("buffer " + std::to_string(i) + " (offset " + std::to_string(b.offset) + ", size " +
-                  std::to_string(b.size) + ") lies outside its slot of " + std::to_string(s.size) + " bytes");
-  }
-  return true;
+  return validate_message_record({segment_->slots(), segment_->slot_count()}, segment_->heap(),
+                                 segment_->heap_capacity(), message_slot, m, error, check_queued);
 }
 
 bool Channel::pop_locked(ValidatedMessage& m) {
@@ -252,7 +212,8 @@ bool Channel::pop_lane_locked(std::uint32_t lane, ValidatedMessage& m) {
   header().space_seq.fetch_add(1);
   if (cell.kind != LaneCellKind::slot_message)
     throw TransportError("shm: lane " + std::to_string(lane) + " cell " + std::to_string(head) +
-                         " is not a message (kind " + std::to_string(static_cast<std::uint32_t>(cell.kind)) + ")");
+                         " is not a message (kind " + std::to_string(static_cast<std::uint32_t>(cell.kind)) + ")",
+                         EPROTO);
   take_published_locked(cell.message_slot, m);
   return true;
 }
@@ -305,7 +266,7 @@ void Channel::take_published_locked(std::uint32_t message_slot, ValidatedMessage
       slots[message_slot].queued -= 1;
       maybe_free_locked(message_slot);
     }
-    throw TransportError("shm: a sender published an invalid message: " + error);
+    throw TransportError("shm: a sender published an invalid message: " + error, EPROTO);
   }
   Slot& ms = slots[message_slot];
   ms.queued -= 1;
@@ -429,9 +390,9 @@ std::size_t Channel::reap_dead_senders() {
 
 void Channel::notify_space() noexcept {
   SegmentHeader& h = header();
-  // Dekker with a sender's wait_for_space (announce in space_waiters, then look again): our frees
-  // (a lane head, a slot) are ordered before this load. The bump makes a futex_wait that races
-  // with us return at once (taking an inline lane cell changes nothing else in space_seq).
+  // Dekker with a waiting sender (waiter.hpp: announce in space_waiters, then look again): our
+  // frees (a lane head, a slot) are ordered before this load. The bump makes a futex_wait that
+  // races with us return at once (taking an inline lane cell changes nothing else in space_seq).
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (h.space_waiters.load() > 0) {
     h.space_seq.fetch_add(1);
@@ -441,10 +402,10 @@ void Channel::notify_space() noexcept {
 
 void Channel::notify_data() noexcept {
   SegmentHeader& h = header();
-  // Dekker with ShmReceiver::recv (store receiver_waiting, then read the ring): our tail store is
-  // ordered before this load, so either we see the receiver announce its sleep, or it sees the
-  // new tail and does not sleep. A spinning receiver thus costs no write to the line it polls
-  // (data_seq shares it with tail) and no futex syscall.
+  // Dekker with the receiver's wait (waiter.hpp: count itself in receiver_waiting, then read the
+  // ring and lanes): our tail store is ordered before this load, so either we see the receiver
+  // announce its sleep, or it sees the new tail and does not sleep. A spinning receiver thus costs
+  // no write to the line it polls (data_seq shares it with tail) and no futex syscall.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (h.receiver_waiting.load()) {
     h.data_seq.fetch_add(1);
@@ -456,6 +417,17 @@ Channel::Usage Channel::usage() {
   ChannelLock lock(*this);
   const SegmentHeader& h = header();
   return {h.used_count, h.bytes_in_use, h.peak_bytes_in_use, segment_->heap_capacity(), h.repairs};
+}
+
+TransportStats endpoint_stats(Channel& channel, const CopyLedger& ledger) {
+  TransportStats s;
+  s.ledger = ledger;
+  const Channel::Usage u = channel.usage();
+  s.slots_in_use = u.slots_in_use;
+  s.bytes_in_use = u.bytes_in_use;
+  s.peak_bytes_in_use = u.peak_bytes_in_use;
+  s.capacity = u.capacity;
+  return s;
 }
 
 }  // namespace picklewire::shm

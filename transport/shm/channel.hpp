@@ -28,6 +28,8 @@
 #include <span>
 #include <vector>
 
+#include "picklewire/endpoint_options.hpp"
+#include "shm/message_record.hpp"
 #include "shm/segment.hpp"
 
 namespace picklewire::shm {
@@ -58,14 +60,6 @@ class ChannelLock {
 
  private:
   Channel& channel_;
-};
-
-// A message record copied out of the segment and validated.
-struct ValidatedMessage {
-  std::uint32_t message_slot = 0;
-  std::uint64_t stream_offset = 0;  // within the message slot
-  std::uint64_t stream_size = 0;
-  std::vector<BufferRecord> buffers;  // slot resolved (never kSameSlot), offsets within that slot
 };
 
 class Channel {
@@ -137,5 +131,8 @@ class Channel {
   std::shared_ptr<SharedMemorySegment> segment_;
   std::uint32_t free_hint_ = 0;  // process-local: where to start looking for an unused entry
 };
+
+// One endpoint's side of the ledger plus the channel's slot usage (sender and receiver alike).
+TransportStats endpoint_stats(Channel& channel, const CopyLedger& ledger);
 
 }  // namespace picklewire::shm

@@ -82,14 +82,14 @@ struct alignas(64) SegmentHeader {
 
   alignas(64) pthread_mutex_t lock;  // robust + process-shared; guards everything below
   std::uint32_t used_count;          // entries of the sorted index in use
-  std::uint32_t reserved1;           // unused (was a next-fit hint)
+  std::uint32_t reserved1;           // unused
   std::uint64_t bytes_in_use;
   std::uint64_t peak_bytes_in_use;
   std::uint64_t repairs;             // times a dead lock holder's state was repaired
 
   alignas(64) std::atomic<std::uint64_t> tail;   // next ring position a sender fills
   std::atomic<std::uint32_t> data_seq;           // futex: bumped by a publish that sees receiver_waiting
-  std::atomic<std::uint32_t> receiver_waiting;   // receiver is (about to be) blocked on data_seq
+  std::atomic<std::uint32_t> receiver_waiting;   // receivers (at most one) about to block on data_seq
 
   alignas(64) std::atomic<std::uint64_t> head;   // next ring position the receiver takes
   std::atomic<std::uint32_t> space_seq;          // futex: bumped when slots or ring entries free up

@@ -1,8 +1,6 @@
 #include "shm/segment.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -13,21 +11,23 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <new>
-#include <sstream>
 
 #include "picklewire/errors.hpp"
+#include "shm/process.hpp"
 
 namespace bip = boost::interprocess;
 
 namespace picklewire::shm {
 namespace {
 
-constexpr char kShmDir[] = "/dev/shm/";
-constexpr char kTempMarker[] = ".tmp-";
-
 std::uint64_t align_up(std::uint64_t n, std::uint64_t a) { return (n + a - 1) / a * a; }
+
+// The errno behind a Boost.Interprocess failure (EIO when it has none).
+int system_code(const bip::interprocess_exception& e) {
+  const int native = e.get_native_error();
+  return native > 0 ? native : EIO;
+}
 
 std::string mib(std::uint64_t bytes) {
   char buf[64];
@@ -73,22 +73,18 @@ void init_robust_mutex(pthread_mutex_t* m) {
   pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
   int rc = pthread_mutex_init(m, &attr);
   pthread_mutexattr_destroy(&attr);
-  if (rc != 0) throw TransportError(std::string("shm: cannot initialise the segment lock: ") + std::strerror(rc));
+  if (rc != 0) throw TransportError(std::string("shm: cannot initialise the segment lock: ") + std::strerror(rc), rc);
 }
 
-// Reads the creator pid/start and state of an existing final-name segment without trusting it.
-struct Peek {
-  bool exists = false;
-  bool initialised = false;
-  bool closed = false;
-  pid_t creator = 0;
-  std::uint64_t start = 0;
-  std::uint64_t size = 0;
-  std::uint64_t bytes_in_use = 0;
-};
+void remove_dead_temporaries(const std::string& object_name) {
+  for (const SegmentInfo& info : list_segments())
+    if (info.temporary && info.object_name.rfind(object_name + kTempMarker, 0) == 0) remove_if_stale(info);
+}
 
-Peek peek(const std::string& path) {
-  Peek p;
+}  // namespace
+
+SegmentPeek peek_segment(const std::string& path) {
+  SegmentPeek p;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return p;
   p.exists = true;
@@ -110,74 +106,36 @@ Peek peek(const std::string& path) {
   return p;
 }
 
-// "picklewire.NAME.tmp-PID" -> PID (0 if not a temporary name).
-pid_t temp_owner(const std::string& file) {
-  auto at = file.rfind(kTempMarker);
-  if (at == std::string::npos) return 0;
-  return static_cast<pid_t>(std::atoi(file.c_str() + at + std::strlen(kTempMarker)));
-}
-
-void remove_dead_temporaries(const std::string& object_name) {
-  for (const SegmentInfo& info : list_segments())
-    if (info.temporary && info.object_name.rfind(object_name + kTempMarker, 0) == 0) remove_if_stale(info);
-}
-
-}  // namespace
-
 std::string object_name_for(std::string_view channel_name) {
   if (channel_name.empty() || channel_name.size() > 200)
-    throw TransportError("shm: channel name must be 1 to 200 characters, got '" + std::string(channel_name) + "'");
+    throw TransportError("shm: channel name must be 1 to 200 characters, got '" + std::string(channel_name) + "'",
+                         EINVAL);
   for (char c : channel_name) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
               c == '-';
     if (!ok)
       throw TransportError("shm: channel name '" + std::string(channel_name) +
-                           "' may only contain letters, digits, '.', '_' and '-'");
+                               "' may only contain letters, digits, '.', '_' and '-'",
+                           EINVAL);
   }
   if (channel_name.find(kTempMarker) != std::string_view::npos)
-    throw TransportError("shm: channel name may not contain '.tmp-'");
+    throw TransportError("shm: channel name may not contain '.tmp-'", EINVAL);
   return std::string(kNamePrefix) + std::string(channel_name);
-}
-
-std::uint64_t process_start_time(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return 0;
-  auto close_paren = line.rfind(')');  // the command name may contain spaces and parentheses
-  if (close_paren == std::string::npos) return 0;
-  std::istringstream fields(line.substr(close_paren + 2));
-  std::string field;
-  // After "pid (comm) ", field 3 (state) comes first; start time is field 22.
-  for (int i = 3; i <= 22 && (fields >> field); ++i)
-    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
-  return 0;
-}
-
-bool process_alive(pid_t pid, std::uint64_t start_time) {
-  if (pid <= 0) return false;
-  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(in, line)) return false;
-  auto close_paren = line.rfind(')');
-  if (close_paren == std::string::npos || close_paren + 2 >= line.size()) return false;
-  char state = line[close_paren + 2];
-  if (state == 'Z' || state == 'X') return false;
-  return start_time == 0 || process_start_time(pid) == start_time;
 }
 
 std::shared_ptr<SharedMemorySegment> SharedMemorySegment::create(std::string_view name, const SegmentGeometry& g) {
   const std::string object = object_name_for(name);
-  if (g.heap_capacity < 4096) throw TransportError("shm: capacity must be at least 4096 bytes");
-  if (g.slot_count < 2 || g.slot_count > (1u << 24)) throw TransportError("shm: slot_count must be 2..2^24");
-  if (g.ring_capacity < 1 || g.ring_capacity > (1u << 24)) throw TransportError("shm: ring_capacity must be 1..2^24");
+  if (g.heap_capacity < 4096) throw TransportError("shm: capacity must be at least 4096 bytes", EINVAL);
+  if (g.slot_count < 2 || g.slot_count > (1u << 24)) throw TransportError("shm: slot_count must be 2..2^24", EINVAL);
+  if (g.ring_capacity < 1 || g.ring_capacity > (1u << 24))
+    throw TransportError("shm: ring_capacity must be 1..2^24", EINVAL);
   if (g.lane_count > kMaxLanes)
-    throw TransportError("shm: lane_count must be 0.." + std::to_string(kMaxLanes));
+    throw TransportError("shm: lane_count must be 0.." + std::to_string(kMaxLanes), EINVAL);
   const Layout l = layout_for(align_up(g.heap_capacity, kHeapAlign), g.slot_count, g.ring_capacity, g.lane_count);
 
   // A previous segment of this name: reclaim it when its creator is gone, refuse otherwise.
   const std::string path = std::string(kShmDir) + object;
-  Peek old = peek(path);
+  const SegmentPeek old = peek_segment(path);
   if (old.exists) {
     bool stale = !old.initialised || old.closed || !process_alive(old.creator, old.start);
     if (!old.initialised && old.size >= sizeof(SegmentHeader) && old.creator != 0 &&
@@ -185,7 +143,8 @@ std::shared_ptr<SharedMemorySegment> SharedMemorySegment::create(std::string_vie
       stale = false;
     if (!stale)
       throw TransportError("shm://" + std::string(name) + " is already bound by a live receiver (pid " +
-                           std::to_string(old.creator) + ")");
+                               std::to_string(old.creator) + ")",
+                           EADDRINUSE);
     bip::shared_memory_object::remove(object.c_str());
   }
   remove_dead_temporaries(object);
@@ -195,7 +154,8 @@ std::shared_ptr<SharedMemorySegment> SharedMemorySegment::create(std::string_vie
     std::uint64_t avail = std::uint64_t(vfs.f_bavail) * vfs.f_frsize;
     if (avail < l.total)
       throw TransportError("shm: /dev/shm has " + mib(avail) + " free but shm://" + std::string(name) + " needs " +
-                           mib(l.total) + "; lower ShmOptions::capacity (or --capacity) or enlarge /dev/shm");
+                               mib(l.total) + "; lower ShmOptions::capacity (or --capacity) or enlarge /dev/shm",
+                           ENOSPC);
   }
 
   const std::string temp = object + kTempMarker + std::to_string(::getpid());
@@ -238,13 +198,14 @@ std::shared_ptr<SharedMemorySegment> SharedMemorySegment::create(std::string_vie
       int err = errno;
       bip::shared_memory_object::remove(temp.c_str());
       if (err == EEXIST)
-        throw TransportError("shm://" + std::string(name) + " was bound by another receiver at the same time");
-      throw TransportError("shm: cannot publish " + path + ": " + std::strerror(err));
+        throw TransportError("shm://" + std::string(name) + " was bound by another receiver at the same time",
+                             EADDRINUSE);
+      throw TransportError("shm: cannot publish " + path + ": " + std::strerror(err), err);
     }
     bip::shared_memory_object::remove(temp.c_str());
   } catch (const bip::interprocess_exception& e) {
     bip::shared_memory_object::remove(temp.c_str());
-    throw TransportError("shm: cannot create shm://" + std::string(name) + ": " + e.what());
+    throw TransportError("shm: cannot create shm://" + std::string(name) + ": " + e.what(), system_code(e));
   }
   return segment;
 }
@@ -257,20 +218,25 @@ std::shared_ptr<SharedMemorySegment> SharedMemorySegment::open(std::string_view 
     bip::shared_memory_object shm(bip::open_only, object.c_str(), bip::read_write);
     struct stat st {};
     if (::fstat(shm.get_mapping_handle().handle, &st) != 0)
-      throw TransportError("shm: cannot stat shm://" + std::string(name));
+      throw TransportError("shm: cannot stat shm://" + std::string(name) + ": " + std::strerror(errno), errno);
     if (st.st_uid != ::geteuid())
       throw TransportError("shm://" + std::string(name) + " belongs to uid " + std::to_string(st.st_uid) +
-                           ", not to this user: refusing to use it");
+                               ", not to this user: refusing to use it",
+                           EACCES);
     if ((st.st_mode & 077) != 0)
       throw TransportError("shm://" + std::string(name) + " is accessible to other users (mode " +
-                           std::to_string(st.st_mode & 0777) + " octal-decimal): refusing to use it");
+                               std::to_string(st.st_mode & 0777) + " octal-decimal): refusing to use it",
+                           EACCES);
     if (static_cast<std::uint64_t>(st.st_size) < sizeof(SegmentHeader))
-      throw TransportError("shm://" + std::string(name) + " is too small to be a picklewire segment");
+      throw TransportError("shm://" + std::string(name) + " is too small to be a picklewire segment", EPROTO);
     auto region = std::make_unique<bip::mapped_region>(shm, bip::read_write);
     segment->attach(std::move(region), static_cast<std::uint64_t>(st.st_size));
     if (do_prefault) prefault(segment->heap_, segment->heap_capacity_, /*fresh=*/false);
   } catch (const bip::interprocess_exception& e) {
-    throw TransportError("shm: no receiver has bound shm://" + std::string(name) + " (" + e.what() + ")");
+    const int code = system_code(e);
+    if (code == ENOENT)
+      throw TransportError("shm: no receiver has bound shm://" + std::string(name) + " (" + e.what() + ")", ENOENT);
+    throw TransportError("shm: cannot open shm://" + std::string(name) + ": " + e.what(), code);
   }
   return segment;
 }
@@ -279,12 +245,13 @@ void SharedMemorySegment::attach(std::unique_ptr<bip::mapped_region> region, std
   auto* base = static_cast<std::byte*>(region->get_address());
   auto* h = reinterpret_cast<SegmentHeader*>(base);
   auto bad = [&](const char* what) {
-    return TransportError("shm: " + object_name_ + " has an invalid header (" + what + ")");
+    return TransportError("shm: " + object_name_ + " has an invalid header (" + what + ")", EPROTO);
   };
   if (h->magic != kSegmentMagic) throw bad("magic");
   if (h->version != kSegmentVersion)
     throw TransportError("shm: " + object_name_ + " has wire-format version " + std::to_string(h->version) +
-                         ", this build speaks " + std::to_string(kSegmentVersion));
+                             ", this build speaks " + std::to_string(kSegmentVersion),
+                         EPROTO);
   if (h->header_size != sizeof(SegmentHeader)) throw bad("header size");
   if (h->total_size != file_size || region->get_size() < file_size) throw bad("size");
   if (h->slot_count < 2 || h->slot_count > (1u << 24) || h->ring_capacity < 1 || h->ring_capacity > (1u << 24) ||
@@ -310,44 +277,5 @@ void SharedMemorySegment::attach(std::unique_ptr<bip::mapped_region> region, std
 SharedMemorySegment::~SharedMemorySegment() = default;
 
 void SharedMemorySegment::unlink() const noexcept { bip::shared_memory_object::remove(object_name_.c_str()); }
-
-std::vector<SegmentInfo> list_segments() {
-  std::vector<SegmentInfo> out;
-  DIR* dir = ::opendir(kShmDir);
-  if (!dir) return out;
-  while (dirent* e = ::readdir(dir)) {
-    std::string file = e->d_name;
-    if (file.rfind(kNamePrefix, 0) != 0) continue;
-    SegmentInfo info;
-    info.object_name = file;
-    pid_t tmp_pid = temp_owner(file);
-    Peek p = peek(std::string(kShmDir) + file);
-    if (!p.exists) continue;
-    info.size = p.size;
-    if (tmp_pid != 0) {
-      info.temporary = true;
-      info.creator_pid = tmp_pid;
-      info.creator_alive = process_alive(tmp_pid, 0);
-    } else {
-      info.channel = file.substr(std::strlen(kNamePrefix));
-      info.creator_pid = p.creator;
-      info.initialised = p.initialised;
-      info.closed = p.closed;
-      info.creator_alive = p.initialised && process_alive(p.creator, p.start);
-      info.bytes_in_use = p.bytes_in_use;
-    }
-    out.push_back(std::move(info));
-  }
-  ::closedir(dir);
-  return out;
-}
-
-bool remove_if_stale(const SegmentInfo& info) {
-  // Re-read: the entry may have been replaced since it was listed.
-  for (const SegmentInfo& now : list_segments())
-    if (now.object_name == info.object_name)
-      return now.stale() && bip::shared_memory_object::remove(now.object_name.c_str());
-  return false;
-}
 
 }  // namespace picklewire::shm

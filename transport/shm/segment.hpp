@@ -81,10 +81,20 @@ class SharedMemorySegment {
 // "picklewire." + name, after checking name is [A-Za-z0-9._-]{1,200}.
 std::string object_name_for(std::string_view channel_name);
 
-// The start time of `pid` (clock ticks since boot, /proc/PID/stat field 22), 0 if unknown.
-std::uint64_t process_start_time(pid_t pid);
-// True when `pid` runs and (if start_time != 0) is the same process that had that start time.
-// Zombies count as dead: they can never touch the segment again.
-bool process_alive(pid_t pid, std::uint64_t start_time);
+// What a /dev/shm entry of ours says about itself, read without trusting it (a short or foreign
+// file reads as not initialised).
+struct SegmentPeek {
+  bool exists = false;
+  bool initialised = false;
+  bool closed = false;
+  pid_t creator = 0;
+  std::uint64_t start = 0;
+  std::uint64_t size = 0;
+  std::uint64_t bytes_in_use = 0;
+};
+SegmentPeek peek_segment(const std::string& path);
+
+inline constexpr char kShmDir[] = "/dev/shm/";
+inline constexpr char kTempMarker[] = ".tmp-";  // "picklewire.NAME.tmp-PID": a segment being created
 
 }  // namespace picklewire::shm

@@ -1,4 +1,5 @@
-// transport/shm: Sender/Receiver over a Boost.Interprocess shared-memory segment (see shm_*.hpp).
+// transport/shm: Sender/Receiver over a Boost.Interprocess shared-memory segment (shm_sender.cpp,
+// shm_receiver.cpp; docs/shm.md).
 #pragma once
 
 #include <memory>
