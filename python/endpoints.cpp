@@ -11,7 +11,9 @@
 // memory / ZeroMQ frames, and the memory is released when Python drops the last reference.
 #include "endpoints.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 
@@ -88,6 +90,29 @@ void PyEndpoint<Endpoint>::call_without_gil(Call&& call) {
 }
 
 template <typename Endpoint>
+template <class Call>
+void PyEndpoint<Endpoint>::wait_without_gil(Timeout timeout, Call&& call) {
+  using Clock = std::chrono::steady_clock;
+  const bool bounded = timeout.has_value();
+  const Clock::time_point deadline = bounded ? Clock::now() + *timeout : Clock::time_point::max();
+  Timeout remaining = timeout;
+  for (;;) {
+    try {
+      call_without_gil([&](Endpoint& endpoint) { call(endpoint, remaining); });
+      return;
+    } catch (const Interrupted&) {
+      throw;  // the interrupt check asked to stop: never resumed
+    } catch (const TransportError& e) {
+      if (e.code() != EINTR) throw;
+    }
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (bounded)
+      remaining = std::max(std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()),
+                           std::chrono::milliseconds(0));
+  }
+}
+
+template <typename Endpoint>
 TransportStats PyEndpoint<Endpoint>::transport_stats() {
   release_deferred();
   TransportStats stats;
@@ -144,7 +169,7 @@ void PySender::send_now(const Message& message, std::optional<double> timeout) {
   const Timeout wait = timeout ? to_timeout(timeout, "timeout") : options().send_timeout;
   // One send, one wait: Sender::send is try_send (which keeps its filled slot for the whole wait)
   // plus a TimeoutError that says what the transport was waiting for (errno ETIMEDOUT).
-  call_without_gil([&](Sender& sender) { sender.send(message, wait); });
+  wait_without_gil(wait, [&](Sender& sender, Timeout remaining) { sender.send(message, remaining); });
 }
 
 py::memoryview PySender::buffer(std::int64_t nbytes) {
@@ -179,7 +204,7 @@ py::dict PySender::stats() {
 Message PyReceiver::receive(std::optional<double> timeout) {
   const Timeout wait = to_timeout(timeout, "timeout");
   std::optional<Message> message;
-  call_without_gil([&](Receiver& receiver) { message = receiver.recv(wait); });
+  wait_without_gil(wait, [&](Receiver& receiver, Timeout remaining) { message = receiver.recv(remaining); });
   if (!message) {  // only a bounded wait ends empty-handed
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%g", timeout.value_or(0.0));

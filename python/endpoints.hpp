@@ -44,6 +44,12 @@ class PyEndpoint {
   // whatever the call threw.
   template <class Call>
   void call_without_gil(Call&& call);
+  // call_without_gil(call(endpoint, remaining)) for a call that waits up to `timeout`. A system
+  // call that a signal interrupted (errno EINTR from the transport; ZeroMQ reports it so) first
+  // runs the signal handlers: a handler that raised ends the call with its exception, otherwise
+  // the call is resumed for what is left of the timeout, as CPython resumes system calls (PEP 475).
+  template <class Call>
+  void wait_without_gil(Timeout timeout, Call&& call);
   TransportStats transport_stats();
 
   const EndpointOptions& options() const { return options_; }  // as opened; never changes

@@ -50,7 +50,9 @@ class Child:
         return self.proc.stdout.readline().strip() if self.proc.poll() is not None else "<no line in time>"
 
     def stderr(self):
-        if self.proc.poll() is None:
+        try:
+            self.proc.wait(5)  # its stdout may close a moment before it exits
+        except subprocess.TimeoutExpired:
             return "<still running>"
         return self.proc.stderr.read()
 
