@@ -30,6 +30,7 @@ PyEndpoint<Endpoint>::PyEndpoint(Endpoint endpoint, std::string url, const char*
 
 template <typename Endpoint>
 void PyEndpoint<Endpoint>::close() {
+  closed_.store(true);
   std::optional<Endpoint> closing;
   if (interpreter_finalizing()) {  // no GIL games while the interpreter shuts down
     std::lock_guard lock(mutex_);
@@ -45,13 +46,6 @@ void PyEndpoint<Endpoint>::close() {
     closing.reset();
   }
   release_deferred();
-}
-
-template <typename Endpoint>
-bool PyEndpoint<Endpoint>::closed() {
-  py::gil_scoped_release release;
-  std::lock_guard lock(mutex_);
-  return !endpoint_.has_value();
 }
 
 template <typename Endpoint>
@@ -221,16 +215,16 @@ py::object PyReceiver::recv(std::optional<double> timeout) {
   return pickle_loads()(stream, py::arg("buffers") = buffers);
 }
 
-py::tuple PyReceiver::recv_message(std::optional<double> timeout) {
+std::tuple<py::memoryview, py::list> PyReceiver::recv_message(std::optional<double> timeout) {
   Message message = receive(timeout);
   py::list buffers;
   for (Buffer& b : message.buffers) buffers.append(memoryview_owning(std::move(b)));
-  return py::make_tuple(memoryview_owning(std::move(message.stream)), buffers);
+  return {py::reinterpret_steal<py::memoryview>(memoryview_owning(std::move(message.stream)).release()), buffers};
 }
 
 py::dict PyReceiver::stats() { return stats_dict(transport_stats()); }
 
-std::optional<std::pair<std::uintptr_t, std::uintptr_t>> PyReceiver::segment_range(py::handle object) {
+std::optional<std::pair<std::uintptr_t, std::uintptr_t>> PyReceiver::segment_range(const py::object& object) {
   constexpr std::string_view kShm = "shm://";
   if (url().rfind(kShm, 0) != 0) return std::nullopt;
   return shm_mapping_holding(object, std::string_view(url()).substr(kShm.size()));

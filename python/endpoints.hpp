@@ -2,10 +2,12 @@
 // behind a mutex, called without the GIL. module.cpp's table gives them their Python names.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 
 #include "module.hpp"
 #include "picklewire/endpoint.hpp"
@@ -34,7 +36,7 @@ class PyEndpoint {
 
   // Waits (without the GIL) for the transport to let go of what it was moving. Idempotent.
   void close();
-  bool closed();
+  bool closed() const noexcept { return closed_.load(); }  // never waits for a call in progress
   const std::string& url() const { return url_; }
   std::string repr();
 
@@ -59,6 +61,7 @@ class PyEndpoint {
 
   std::mutex mutex_;
   std::optional<Endpoint> endpoint_;
+  std::atomic<bool> closed_{false};
   EndpointOptions options_;
   std::string url_;
   const char* kind_;  // "Sender" / "Receiver", for messages
@@ -92,11 +95,11 @@ class PyReceiver : public PyEndpoint<Receiver> {
   // The next object (pickle.loads over views of the received memory). timeout: seconds, None: forever.
   py::object recv(std::optional<double> timeout);
   // The next message, not unpickled: (stream, [buffers]) as memoryviews over the received memory.
-  py::tuple recv_message(std::optional<double> timeout);
+  std::tuple<py::memoryview, py::list> recv_message(std::optional<double> timeout);
   py::dict stats();
   // The (begin, end) of this channel's shared-memory mapping holding obj's memory, or None.
-  std::optional<std::pair<std::uintptr_t, std::uintptr_t>> segment_range(py::handle object);
-  bool owns(py::handle object) { return segment_range(object).has_value(); }
+  std::optional<std::pair<std::uintptr_t, std::uintptr_t>> segment_range(const py::object& object);
+  bool owns(const py::object& object) { return segment_range(object).has_value(); }
 
  private:
   Message receive(std::optional<double> timeout);
