@@ -53,7 +53,11 @@ Duration seconds_to(double seconds, const char* keyword) {
 
 std::string key_file(const KeyFile& file) { return file ? file->string() : std::string(); }
 
-bool is_shm(const std::string& url) { return url.rfind("shm://", 0) == 0; }
+bool starts_with(const std::string& url, std::string_view prefix) { return url.rfind(prefix, 0) == 0; }
+bool is_shm(const std::string& url) { return starts_with(url, "shm://"); }
+bool is_zmq(const std::string& url) {
+  return starts_with(url, "tcp://") || starts_with(url, "ipc://") || starts_with(url, "inproc://");
+}
 
 // The first keyword that differs from its default among those that only ZeroMQ reads, or nullptr.
 const char* zmq_keyword_given(const EndpointKeywords& k) {
@@ -107,8 +111,7 @@ void check_applies(const std::string& url, const EndpointKeywords& k, EndpointRo
     if (role == EndpointRole::sender_connect)
       if (const char* keyword = segment_keyword_given(k))
         bad(std::string(keyword) + "= shapes the shared-memory segment, which Receiver.bind creates: give it there, not to Sender.connect");
-  } else if (url.find("://") != std::string::npos && url.rfind("shm", 0) != 0) {
-    // A ZeroMQ URL, or an unknown scheme the transport reports (errno EPROTONOSUPPORT).
+  } else if (is_zmq(url)) {  // (an unknown scheme is the transport's to report: errno EPROTONOSUPPORT)
     if (const char* keyword = shm_keyword_given(k))
       bad(std::string(keyword) + "= applies to shm:// URLs only, not " + url);
   }

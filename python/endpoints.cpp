@@ -207,19 +207,16 @@ Message PyReceiver::receive(std::optional<double> timeout) {
   return std::move(*message);
 }
 
-py::object PyReceiver::recv(std::optional<double> timeout) {
-  Message message = receive(timeout);
-  py::list buffers;
-  for (Buffer& b : message.buffers) buffers.append(memoryview_owning(std::move(b)));
-  py::object stream = memoryview_owning(std::move(message.stream));
-  return pickle_loads()(stream, py::arg("buffers") = buffers);
-}
-
 std::tuple<py::memoryview, py::list> PyReceiver::recv_message(std::optional<double> timeout) {
   Message message = receive(timeout);
   py::list buffers;
   for (Buffer& b : message.buffers) buffers.append(memoryview_owning(std::move(b)));
   return {py::reinterpret_steal<py::memoryview>(memoryview_owning(std::move(message.stream)).release()), buffers};
+}
+
+py::object PyReceiver::recv(std::optional<double> timeout) {
+  auto [stream, buffers] = recv_message(timeout);
+  return pickle_loads()(stream, py::arg("buffers") = buffers);
 }
 
 py::dict PyReceiver::stats() { return stats_dict(transport_stats()); }
