@@ -229,3 +229,20 @@ def test_linger_bounds_how_long_exit_waits_for_queued_messages(linger, url_for):
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             child.wait()
+
+
+def test_typing_stub_matches_the_extension():
+    """python/picklewire/_picklewire.pyi lists the same keywords, in the same order, with the same
+    defaults as the extension's signatures (the stub is hand-written: this keeps it honest)."""
+    import ast
+    import pathlib
+    stub = pathlib.Path(picklewire.__file__).with_name("_picklewire.pyi")
+    tree = ast.parse(stub.read_text())
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    for qualified, factory in FACTORIES.items():
+        cls, name = qualified.split(".")
+        [stub_def] = [f for f in classes[cls].body if isinstance(f, ast.FunctionDef) and f.name == name]
+        stub_keywords = [(a.arg, ast.literal_eval(d)) for a, d in zip(stub_def.args.kwonlyargs, stub_def.args.kw_defaults)]
+        runtime = re.findall(r"(\w+): [^=,]+(?:\[[^\]]*\])? = ([^,]+)", keywords_of(factory))
+        runtime_keywords = [(k, ast.literal_eval(v) if v != "None" else None) for k, v in runtime]
+        assert len(runtime_keywords) == 22 and stub_keywords == runtime_keywords, qualified
