@@ -6,6 +6,8 @@ send runs in this process so that time.thread_time() measures exactly the waitin
 """
 
 import os
+import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -15,10 +17,7 @@ import time
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-import module_support as ms  # noqa: E402
-
-import picklewire  # noqa: E402
+import picklewire
 
 HOLD_SECONDS = 3.0  # how long the receiver child keeps the sender blocked
 SPIN_SECONDS = 50e-6  # the endpoints' default spin= (busy-wait before sleeping), allowed on top
@@ -33,13 +32,12 @@ class Child:
                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 
     def expect(self, line, timeout=30):
-        got = self._readline(timeout)
+        got = self.readline(timeout)
         assert got == line, (got, self.stderr())
         return got
 
-    def _readline(self, timeout):
+    def readline(self, timeout):
         deadline = time.monotonic() + timeout
-        import selectors
         with selectors.DefaultSelector() as sel:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
             while time.monotonic() < deadline:
@@ -259,5 +257,7 @@ def test_a_signal_whose_handler_returns_does_not_end_the_wait(transport, url_for
     time.sleep(0.15)
     with picklewire.Sender.connect(url) as tx:
         tx.send("hello", timeout=10)
-    child.expect("hello after 3 signals")
+    # Signals that arrive closer together than the handlers run are merged into one call by CPython.
+    got = child.readline(30)
+    assert re.fullmatch(r"hello after [123] signals", got), (got, child.stderr())
     assert child.finish() == 0
