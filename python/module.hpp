@@ -87,7 +87,7 @@ extern std::byte empty_buffer_storage[64];
 struct ExceptionTypes {
   PyObject* error = nullptr;             // picklewire.Error(Exception)
   PyObject* transport_error = nullptr;   // picklewire.TransportError(Error, OSError)
-  PyObject* peer_gone = nullptr;         // picklewire.PeerGone(TransportError, BrokenPipeError)
+  PyObject* peer_gone = nullptr;         // picklewire.PeerGone(TransportError)
   PyObject* timeout_error = nullptr;     // picklewire.TimeoutError(TransportError, builtins.TimeoutError)
   PyObject* unpickling_error = nullptr;  // picklewire.UnpicklingError(Error, pickle.UnpicklingError)
 };
