@@ -9,14 +9,6 @@
 
 namespace picklewire::python {
 
-Timeout to_timeout(std::optional<double> seconds, const char* keyword) {
-  if (!seconds) return std::nullopt;
-  if (!(*seconds >= 0) || !std::isfinite(*seconds))
-    throw py::value_error(std::string(keyword) + " must be None or a finite number of seconds >= 0");
-  // Rounded up: a positive timeout never becomes "do not wait".
-  return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(*seconds * 1000.0)));
-}
-
 namespace {
 
 // True when a Python signal handler raised (the exception stays pending, and the endpoint call
@@ -45,10 +37,16 @@ T in_range(std::int64_t value, const char* keyword, std::int64_t low, std::int64
   return static_cast<T>(value);
 }
 
+// Seconds as a Duration, to the nearest unit (0.1 is 100 ms, not 101), but a positive time never
+// becomes 0 (which would mean "do not wait" or "off").
 template <class Duration>
-Duration seconds_to(double seconds, const char* keyword) {
-  if (!(seconds >= 0) || !std::isfinite(seconds)) bad(std::string(keyword) + " must be a finite number of seconds >= 0");
-  return std::chrono::ceil<Duration>(std::chrono::duration<double>(seconds));
+Duration seconds_to(double seconds, const char* keyword, const char* allowed = "a finite number of seconds >= 0") {
+  if (!(seconds >= 0) || !std::isfinite(seconds)) bad(std::string(keyword) + " must be " + allowed);
+  // Far beyond any real wait, and below where microseconds overflow 64 bits.
+  constexpr double kLongest = 1e9;
+  if (seconds > kLongest) bad(std::string(keyword) + " must be at most 1e9 seconds (None: wait forever), got " + std::to_string(seconds));
+  const auto rounded = std::chrono::round<Duration>(std::chrono::duration<double>(seconds));
+  return seconds > 0 && rounded.count() == 0 ? Duration(1) : rounded;
 }
 
 std::string key_file(const KeyFile& file) { return file ? file->string() : std::string(); }
@@ -118,6 +116,11 @@ void check_applies(const std::string& url, const EndpointKeywords& k, EndpointRo
 }
 
 }  // namespace
+
+Timeout to_timeout(std::optional<double> seconds, const char* keyword) {
+  if (!seconds) return std::nullopt;
+  return seconds_to<std::chrono::milliseconds>(*seconds, keyword, "None or a finite number of seconds >= 0");
+}
 
 EndpointOptions to_endpoint_options(const std::string& url, const EndpointKeywords& k, EndpointRole role) {
   check_applies(url, k, role);

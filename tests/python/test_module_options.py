@@ -93,6 +93,7 @@ def assert_for_python_users(message):
     ("Sender.connect", "ipc", {"spin": 0.001}, ["spin", "shm://"]),
     ("Receiver.bind", "ipc", {"send_timeout": -1.0}, ["send_timeout"]),
     ("Receiver.bind", "ipc", {"send_timeout": float("nan")}, ["send_timeout"]),
+    ("Receiver.bind", "ipc", {"send_timeout": 1e300}, ["send_timeout", "1e9"]),
     ("Receiver.bind", "ipc", {"inband_threshold": -1}, ["inband_threshold"]),
     ("Receiver.bind", "ipc", {"heartbeat": -1.0}, ["heartbeat"]),
     ("Receiver.bind", "ipc", {"heartbeat_timeout": 2.0}, ["heartbeat_timeout", "heartbeat="]),
@@ -121,6 +122,8 @@ def test_timeout_arguments_are_checked(url_for):
     with picklewire.Receiver.bind(url_for("ipc")) as rx:
         with pytest.raises(ValueError, match="timeout"):
             rx.recv(timeout=-1)
+        with pytest.raises(ValueError, match="timeout"):
+            rx.recv(timeout=float("inf"))
         with pytest.raises(TypeError):
             rx.recv(timeout="soon")
 
