@@ -2,8 +2,9 @@
 
     import picklewire, numpy as np
 
-    with picklewire.Receiver.bind("shm://frames") as rx:          # process A
-        frame = rx.recv()                                         # a numpy array living in shared memory
+    with picklewire.Receiver.bind("shm://frames") as rx:          # process A, started first:
+        frame = rx.recv()                                         # it creates the channel. frame: a
+                                                                  # numpy array living in shared memory
 
     with picklewire.Sender.connect("shm://frames") as tx:         # process B
         tx.send(np.zeros((1080, 1920, 3), np.uint8))              # one copy, into the segment
@@ -11,6 +12,9 @@
         tx.send(a)                                                # zero copies
 
 URLs: shm://NAME (shared memory, this host), tcp://HOST:PORT, ipc://PATH, inproc://NAME (ZeroMQ).
+Keyword options (capacity=, compress=, linger=, heartbeat=, CURVE key files, ...) are listed in
+help(picklewire.Sender.connect) and docs/python.md; transport failures raise
+picklewire.TransportError, an OSError whose errno says what failed (ENOENT, EADDRINUSE, ...).
 Objects are pickled by CPython's own pickler at protocol 5; every buffer of at least
 `inband_threshold` bytes (numpy array data, PickleBuffer) travels out-of-band through the
 transport, and the receiver rebuilds arrays directly on the received memory. C++ peers
