@@ -154,7 +154,7 @@ std::shared_ptr<SharedMemorySegment> SharedMemorySegment::create(std::string_vie
     std::uint64_t avail = std::uint64_t(vfs.f_bavail) * vfs.f_frsize;
     if (avail < l.total)
       throw TransportError("shm: /dev/shm has " + mib(avail) + " free but shm://" + std::string(name) + " needs " +
-                               mib(l.total) + "; lower ShmOptions::capacity (or --capacity) or enlarge /dev/shm",
+                               mib(l.total) + "; lower the channel's capacity (C++ ShmOptions::capacity, Python capacity=, the command's --capacity) or enlarge /dev/shm",
                            ENOSPC);
   }
 

@@ -182,7 +182,8 @@ void configure_and_attach(zmq::socket_t& socket, std::string_view url, bool bind
     else
       socket.connect(u);
   } catch (const zmq::error_t& e) {
-    throw TransportError("zmq transport: cannot " + std::string(bind ? "bind " : "connect ") + std::string(url) + ": " + e.what());
+    throw TransportError("zmq transport: cannot " + std::string(bind ? "bind " : "connect ") + std::string(url) + ": " + e.what(),
+                         e.num());
   }
 }
 
