@@ -36,7 +36,9 @@ class PyEndpoint {
 
   // Waits (without the GIL) for the transport to let go of what it was moving. Idempotent.
   void close();
-  bool closed() const noexcept { return closed_.load(); }  // never waits for a call in progress
+  // Never waits for a call in progress. (Not noexcept: pybind11 binds a base-class member function
+  // pointer to the derived class only when its type has no noexcept.)
+  bool closed() const { return closed_.load(); }
   const std::string& url() const { return url_; }
   std::string repr();
 
