@@ -26,6 +26,10 @@ class ZmqSender final : public detail::SenderImpl {
     // throws PeerGone. inproc:// has no connections to watch (and its peers die with the process).
     if (options.zmq.heartbeat.count() > 0 && !url.starts_with("inproc://"))
       monitor_.emplace(socket_, heartbeat_timeout(options.zmq));
+    // A connecting PUSH socket otherwise queues for a peer that may never come (and drops the queue
+    // at close): with immediate, send waits (and times out) until a receiver is connected. A bound
+    // one has pipes only for connected peers anyway.
+    if (!bind && options.zmq.immediate) socket_.set(zmq::sockopt::immediate, 1);
     configure_and_attach(socket_, url, bind, options.zmq);
   }
 
@@ -42,9 +46,14 @@ class ZmqSender final : public detail::SenderImpl {
     try {
       sent = monitor_ || interrupt_.active() ? send_polling(timeout) : send_within(timeout);
     } catch (const zmq::error_t& e) {
+      ++undelivered_;
       throw TransportError("zmq transport: send to " + url_ + " failed: " + e.what(), e.num());
+    } catch (const TransportError&) {  // PeerGone, Interrupted
+      ++undelivered_;
+      throw;
     }
     if (!sent) {
+      ++undelivered_;
       last_timeout_ = timeout;
       return false;
     }
@@ -61,7 +70,11 @@ class ZmqSender final : public detail::SenderImpl {
 
   Buffer allocate(std::size_t bytes) override { return Buffer::allocate(bytes); }
 
-  TransportStats stats() const override { return wire_stats(ledger_, wire_bytes_); }
+  TransportStats stats() const override {
+    TransportStats t = wire_stats(ledger_, wire_bytes_);
+    t.undelivered_messages = undelivered_;
+    return t;
+  }
   CopyLedger& ledger() override { return ledger_; }
 
  private:
@@ -79,6 +92,10 @@ class ZmqSender final : public detail::SenderImpl {
     if (timeout) deadline = Clock::now() + *timeout;
     set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
     for (;;) {
+      // Try first: a message ZeroMQ accepts at once went to a connected peer (immediate), so the
+      // monitor's events only matter while ZeroMQ has no room; they queue up meanwhile (rcvhwm 0)
+      // and are applied, in order, on the first send that has to wait.
+      if (send_frames(socket_, frames_)) return true;
       Clock::time_point now = Clock::now();
       if (monitor_) {
         monitor_->update();
@@ -87,7 +104,6 @@ class ZmqSender final : public detail::SenderImpl {
                          std::to_string(monitor_->grace().count()) +
                          " ms (the last one disconnected: its process died, or it missed heartbeats)");
       }
-      if (send_frames(socket_, frames_)) return true;
       if (deadline && now >= *deadline) return false;
       if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
       std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
@@ -111,6 +127,7 @@ class ZmqSender final : public detail::SenderImpl {
   int send_timeout_ms_ = -1;
   InterruptCheck interrupt_;
   Timeout last_timeout_;
+  std::uint64_t undelivered_ = 0;
 };
 
 class ZmqReceiver final : public detail::ReceiverImpl {
@@ -145,15 +162,27 @@ class ZmqReceiver final : public detail::ReceiverImpl {
       if (!interrupt_.active() || (deadline && Clock::now() >= *deadline)) return std::nullopt;
       if (interrupt_.requested()) throw Interrupted("zmq transport: receive on " + url_ + " was interrupted");
     }
-    if (dropped)
-      throw TransportError("zmq transport: invalid message from peer: " + std::to_string(dropped) +
-                           " frames beyond what its header describes");
-    Message m = reader_.read(frames_, ledger_);
-    frames_.clear();
-    return m;
+    // A malformed message is counted and refused; the next recv serves the next message.
+    struct ClearFrames {
+      std::vector<zmq::message_t>& frames;
+      ~ClearFrames() { frames.clear(); }
+    } clear{frames_};
+    try {
+      if (dropped)
+        throw TransportError("zmq transport: invalid message from peer: " + std::to_string(dropped) +
+                             " frames beyond what its header describes");
+      return reader_.read(frames_, ledger_);
+    } catch (const TransportError&) {
+      ++malformed_;
+      throw;
+    }
   }
 
-  TransportStats stats() const override { return wire_stats(ledger_, wire_bytes_); }
+  TransportStats stats() const override {
+    TransportStats t = wire_stats(ledger_, wire_bytes_);
+    t.malformed_messages = malformed_;
+    return t;
+  }
   CopyLedger& ledger() override { return ledger_; }
 
  private:
@@ -165,6 +194,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
   std::uint64_t wire_bytes_ = 0;
   int recv_timeout_ms_ = -1;
   InterruptCheck interrupt_;
+  std::uint64_t malformed_ = 0;
 };
 
 }  // namespace
