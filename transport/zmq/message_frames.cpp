@@ -111,7 +111,7 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
   if (v2) {
     if (stream_inline) size += message.stream.size();
     for (const BufferDescriptor& d : header.buffers)
-      if (d.flags & kInline) size = (size + kInlineAlignment - 1) / kInlineAlignment * kInlineAlignment + d.wire_size;
+      if (d.flags & kInline) size = align_inline(size) + d.wire_size;
   }
   zmq::message_t frame0(size);
   auto* out = static_cast<std::byte*>(frame0.data());
@@ -124,7 +124,7 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
     }
     for (std::size_t i = 0; i < message.buffers.size(); ++i) {
       if (!(header.buffers[i].flags & kInline)) continue;
-      const std::size_t aligned = (pos + kInlineAlignment - 1) / kInlineAlignment * kInlineAlignment;
+      const std::size_t aligned = align_inline(pos);
       std::memset(out + pos, 0, aligned - pos);
       pos = aligned;
       const Buffer& b = message.buffers[i];
@@ -144,9 +144,7 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
 Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, std::uint8_t* header_flags,
                           std::uint8_t* version) const {
   if (frames.empty()) invalid("empty multipart message");
-  InlineLayout layout;
-  Header header =
-      decode(std::span<const std::byte>(static_cast<const std::byte*>(frames[0].data()), frames[0].size()), &layout);
+  Header header = decode(std::span<const std::byte>(static_cast<const std::byte*>(frames[0].data()), frames[0].size()));
   if (header_flags) *header_flags = header.flags & kAcceptsLz4;
   if (version) *version = header.version;
   const bool v2 = header.version == kVersion2;
@@ -195,7 +193,7 @@ Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, 
   if (stream_own_frame)
     m.stream = own(frames[1], /*readonly=*/true);
   else
-    m.stream = view_of_frame0(layout.stream_offset, static_cast<std::size_t>(header.stream_size), /*readonly=*/true);
+    m.stream = view_of_frame0(header.stream_offset, static_cast<std::size_t>(header.stream_size), /*readonly=*/true);
   m.buffers.reserve(n);
   // The sender's per-buffer item sizes, kept for whoever forwards or inspects the Message; left
   // empty (no allocation) when the peer knew none.
@@ -210,7 +208,7 @@ Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, 
     const BufferDescriptor& d = header.buffers[i];
     bool readonly = (d.flags & kReadonly) != 0;
     if (d.flags & kInline) {
-      m.buffers.push_back(view_of_frame0(layout.buffer_offset[i], static_cast<std::size_t>(d.raw_size), readonly));
+      m.buffers.push_back(view_of_frame0(d.inline_offset, static_cast<std::size_t>(d.raw_size), readonly));
       ledger.record_zero_copy(d.raw_size);
       continue;
     }

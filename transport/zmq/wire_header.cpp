@@ -31,30 +31,10 @@ std::size_t fixed_bytes(std::uint8_t version) noexcept {
   return version == kVersion1 ? kFixedHeaderBytes : kFixedHeaderBytesV2;
 }
 
-std::size_t align_inline(std::size_t offset) noexcept {
-  return (offset + kInlineAlignment - 1) / kInlineAlignment * kInlineAlignment;
-}
-
 }  // namespace
 
 std::size_t encoded_size(const Header& header) noexcept {
   return fixed_bytes(header.version) + kPerBufferHeaderBytes * header.buffers.size();
-}
-
-InlineLayout inline_layout(const Header& header) {
-  InlineLayout layout;
-  std::size_t pos = encoded_size(header);
-  layout.stream_offset = pos;
-  if (!(header.flags & kStreamOwnFrame)) pos += static_cast<std::size_t>(header.stream_size);
-  layout.buffer_offset.assign(header.buffers.size(), 0);
-  for (std::size_t i = 0; i < header.buffers.size(); ++i) {
-    if (!(header.buffers[i].flags & kInline)) continue;
-    pos = align_inline(pos);
-    layout.buffer_offset[i] = pos;
-    pos += static_cast<std::size_t>(header.buffers[i].wire_size);
-  }
-  layout.frame_size = pos;
-  return layout;
 }
 
 void encode(const Header& header, std::span<std::byte> out) noexcept {
@@ -103,7 +83,7 @@ std::size_t frames_after_header(const Header& header) noexcept {
   return n;
 }
 
-Header decode(std::span<const std::byte> frame, InlineLayout* layout) {
+Header decode(std::span<const std::byte> frame) {
   if (frame.size() < kFixedHeaderBytes)
     invalid("header frame of " + std::to_string(frame.size()) + " bytes is shorter than the fixed " +
             std::to_string(kFixedHeaderBytes) + " (not a picklewire peer?)");
@@ -152,8 +132,6 @@ Header decode(std::span<const std::byte> frame, InlineLayout* layout) {
   if (!v2) return h;
   // Version 2: the inline items must fill the rest of the frame exactly, padding zeroed. Each size
   // is checked against what is left before it is added, so nothing overflows.
-  InlineLayout l;
-  l.buffer_offset.assign(count, 0);
   std::size_t pos = static_cast<std::size_t>(descriptors_end);
   auto take = [&](std::uint64_t size, const std::string& what) {
     if (size > frame.size() - pos)
@@ -161,7 +139,7 @@ Header decode(std::span<const std::byte> frame, InlineLayout* layout) {
               std::to_string(frame.size()) + " bytes");
     pos += static_cast<std::size_t>(size);
   };
-  l.stream_offset = pos;
+  h.stream_offset = pos;
   if (!(h.flags & kStreamOwnFrame)) take(h.stream_size, "the stream");
   for (std::uint32_t i = 0; i < count; ++i) {
     if (!(h.buffers[i].flags & kInline)) continue;
@@ -170,13 +148,11 @@ Header decode(std::span<const std::byte> frame, InlineLayout* layout) {
     for (std::size_t k = pos; k < aligned; ++k)
       if (frame[k] != std::byte{0}) invalid("nonzero padding byte at " + std::to_string(k) + " of the header frame");
     pos = aligned;
-    l.buffer_offset[i] = pos;
+    h.buffers[i].inline_offset = pos;
     take(h.buffers[i].wire_size, "buffer " + std::to_string(i));
   }
   if (pos != frame.size())
     invalid("header frame holds " + std::to_string(frame.size() - pos) + " bytes beyond its inline items");
-  l.frame_size = pos;
-  if (layout) *layout = std::move(l);
   return h;
 }
 

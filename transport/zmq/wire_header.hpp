@@ -66,33 +66,29 @@ struct BufferDescriptor {
   Codec codec = Codec::raw;
   std::uint8_t flags = 0;       // kReadonly | kShuffled | kInline
   std::uint32_t item_size = 0;  // shuffle granularity when kShuffled (2..64); otherwise a hint, 0 unknown
+  std::size_t inline_offset = 0;  // version 2, kInline: where its bytes start in frame 0 (set by decode)
 };
 
 struct Header {
   std::uint8_t version = kLatestVersion;
   std::uint8_t flags = 0;
-  std::uint64_t stream_size = 0;  // version 2
+  std::uint64_t stream_size = 0;   // version 2
+  std::size_t stream_offset = 0;   // version 2 without kStreamOwnFrame: where the stream starts (set by decode)
   std::vector<BufferDescriptor> buffers;
-};
-
-// Where version 2's inline items sit in frame 0 (offsets from the frame's start).
-struct InlineLayout {
-  std::size_t stream_offset = 0;           // meaningful unless kStreamOwnFrame
-  std::vector<std::size_t> buffer_offset;  // per buffer; meaningful for kInline ones
-  std::size_t frame_size = 0;              // the whole frame 0
 };
 
 // Bytes of the fixed part and descriptors (for version 1, the whole frame 0).
 std::size_t encoded_size(const Header& header) noexcept;
-// Version 2: the offsets of the inline items and the size of frame 0. The header must be one this
-// process built (sizes not validated); decode() validates a received one.
-InlineLayout inline_layout(const Header& header);
+// Version 2: where an inline item that follows `offset` starts.
+constexpr std::size_t align_inline(std::size_t offset) noexcept {
+  return (offset + kInlineAlignment - 1) / kInlineAlignment * kInlineAlignment;
+}
 // Writes the fixed part and descriptors into `out` (at least encoded_size(header) bytes).
 void encode(const Header& header, std::span<std::byte> out) noexcept;
 // Parses and validates frame 0 against everything it alone can tell (magic, version, flags,
 // reserved fields, count and inline sizes versus the frame's length, codec, sizes, padding).
-// Throws TransportError saying what was wrong. `layout` (version 2) receives the inline offsets.
-Header decode(std::span<const std::byte> frame, InlineLayout* layout = nullptr);
+// Throws TransportError saying what was wrong. Version 2: fills stream_offset and inline_offset.
+Header decode(std::span<const std::byte> frame);
 // How many frames (frame 0 included) a message whose frame 0 is `frame` announces, when the
 // frame is long enough to hold the descriptors it announces, without validating the rest; nullopt
 // for a frame that cannot be a header. A receiver uses it to bound how many frames of a message it
