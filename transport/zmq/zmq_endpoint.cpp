@@ -83,19 +83,21 @@ class ZmqSender final : public detail::SenderImpl {
     return send_frames(socket_, frames_);
   }
 
-  // Sends without blocking whenever ZeroMQ has room; otherwise waits for room, a monitor event,
-  // the moment the last receiver has been gone for the grace period or the next interrupt check,
-  // whichever comes first. The frames are built once: waking up redoes no work.
+  // Sends without blocking whenever ZeroMQ has room; otherwise waits in ZeroMQ's own blocking send
+  // (which wakes the moment there is room: no zmq_poll round trip per full queue) in slices that
+  // end at the deadline, the moment the last receiver has been gone for the grace period, the
+  // next interrupt check, or kMonitorSlice, after which the monitor's events are applied. The
+  // frames are built once: waking up redoes no work.
   bool send_polling(Timeout timeout) {
     using Clock = PeerMonitor::Clock;
+    // Try first: a message ZeroMQ accepts at once went to a connected peer (immediate), so the
+    // monitor's events only matter while ZeroMQ has no room; they queue up meanwhile (rcvhwm 0)
+    // and are applied, in order, once a send has to wait.
+    set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
+    if (send_frames(socket_, frames_)) return true;
     std::optional<Clock::time_point> deadline;
     if (timeout) deadline = Clock::now() + *timeout;
-    set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
     for (;;) {
-      // Try first: a message ZeroMQ accepts at once went to a connected peer (immediate), so the
-      // monitor's events only matter while ZeroMQ has no room; they queue up meanwhile (rcvhwm 0)
-      // and are applied, in order, on the first send that has to wait.
-      if (send_frames(socket_, frames_)) return true;
       Clock::time_point now = Clock::now();
       if (monitor_) {
         monitor_->update();
@@ -107,15 +109,19 @@ class ZmqSender final : public detail::SenderImpl {
       if (deadline && now >= *deadline) return false;
       if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
       std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
-      if (monitor_)
+      if (monitor_) {
         if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
-      long wait_ms = -1;
-      if (wake) wait_ms = std::max<long>(1, std::chrono::ceil<std::chrono::milliseconds>(*wake - now).count());
-      zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLOUT, 0},
-                                 {monitor_ ? monitor_->events().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, monitor_ ? 2 : 1, std::chrono::milliseconds(wait_ms));
+        if (!wake || *wake > now + kMonitorSlice) wake = now + kMonitorSlice;
+      }
+      Timeout slice;
+      if (wake) slice = std::max(std::chrono::milliseconds(1), std::chrono::ceil<std::chrono::milliseconds>(*wake - now));
+      set_send_timeout(socket_, slice, send_timeout_ms_);
+      if (send_frames(socket_, frames_)) return true;
     }
   }
+
+  // How late a monitor event (a receiver leaving) may be applied while a send waits.
+  static constexpr std::chrono::milliseconds kMonitorSlice{100};
 
   std::string url_;
   zmq::socket_t socket_;
