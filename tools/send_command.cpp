@@ -8,7 +8,10 @@
 // Exit status 0 only when every message was handed over: a send that times out (--timeout; over
 // ZeroMQ a connecting sender only hands messages to connected receivers) or finds the receiver
 // gone (heartbeats: within ~5 s of its death) stops the command with status 1, saying how many of
-// the N messages were sent. Without --timeout it waits for a receiver as long as it takes.
+// the N messages were sent. Without --timeout it waits for a receiver as long as it takes. At exit
+// ZeroMQ may still hold queued messages (a slow receiver): the exit waits until they have left or
+// the receiver is declared dead (heartbeats, ~3 s), or --linger S seconds; what remains then is
+// dropped and cannot be counted (PUSH has no acknowledgements).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,6 +40,10 @@ struct SendArgs {
   bool connect = false;
   double timeout_seconds = -1;
   int wire_version = 0;  // 0: the library's default
+  // The command exists to deliver: by default its exit waits until ZeroMQ has handed every queued
+  // message to the receiver, or heartbeats declared the receiver dead (ZmqOptions' 1 s default
+  // would drop a slow receiver's backlog, uncounted, and exit 0).
+  double linger_seconds = -1;  // -1: forever
   EndpointFlags endpoint;
 };
 
@@ -68,6 +75,8 @@ void run(const SendArgs& a) {
   if (a.timeout_seconds >= 0)
     options.send_timeout = std::chrono::milliseconds(static_cast<long long>(a.timeout_seconds * 1000));
   if (a.wire_version) options.zmq.wire_version = a.wire_version;
+  options.zmq.linger = a.linger_seconds < 0 ? Timeout()
+                                            : Timeout(std::chrono::milliseconds(static_cast<long long>(a.linger_seconds * 1000)));
   Sender sender = a.bind ? Sender::bind(a.url, options) : Sender::connect(a.url, options);
   Message m;
   m.stream = read_into(sender, a.stream_file, true);
@@ -96,6 +105,10 @@ void add_send_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--count", args->count, "send the message N times (default 1)");
   cmd->add_option("--timeout", args->timeout_seconds, "seconds to wait for room per message (default: forever)");
+  cmd->add_option("--linger", args->linger_seconds,
+                  "ZeroMQ: seconds the exit waits for queued messages to leave (default -1: until they have, or "
+                  "heartbeats declare the receiver dead); what is still queued then is dropped uncounted")
+      ->check(CLI::Range(-1.0, 1e9));
   cmd->add_option("--wire-version", args->wire_version, "ZeroMQ wire format to write: 2 (default) or 1 for older receivers")
       ->check(CLI::IsMember({1, 2}));
   auto* b = cmd->add_flag("--bind", args->bind, "bind the URL (zmq only)");

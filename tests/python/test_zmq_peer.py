@@ -250,6 +250,40 @@ def test_cli_recv_logs_malformed_messages_and_keeps_serving(tmp_path):
     assert "2 malformed message(s) refused" in lines[-1]
 
 
+@needs_cli
+@pytest.mark.parametrize("linger", [[], ["--linger", "-1"]])
+def test_cli_send_exit_waits_for_a_slow_receiver(tmp_path, linger):
+    """By default (`--linger -1`) the exit waits until every queued message has left, so a receiver
+    that starts reading late still gets all of them (the library's 1 s linger dropped most)."""
+    url = "tcp://127.0.0.1:%d" % free_port()
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 1)  # keep the backlog on the sender's side
+    pull.setsockopt(zmq.RCVBUF, 4096)
+    pull.setsockopt(zmq.LINGER, 0)
+    pull.setsockopt(zmq.RCVTIMEO, 20000)
+    pull.bind(url)
+    count = 300
+    payload = tmp_path / "big.bin"
+    payload.write_bytes(os.urandom(64 * 1024))
+    (tmp_path / "s.pkl").write_bytes(pickle.dumps(b"x", protocol=5))
+    tx = subprocess.Popen([CLI, "send", url, str(tmp_path / "s.pkl"), "--buffer", str(payload), "--count", str(count),
+                           *linger], stderr=subprocess.PIPE)
+    try:
+        time.sleep(2)  # the sender has queued what it could and is waiting in its exit
+        got = 0
+        while got < count:
+            pull.recv_multipart(copy=False)
+            got += 1
+        assert tx.wait(60) == 0, tx.stderr.read()
+    finally:
+        if tx.poll() is None:
+            tx.kill()
+            tx.wait()
+        pull.close()
+        ctx.term()
+
+
 def _module_env():
     env = dict(os.environ)
     build = pathlib.Path(os.environ.get("PICKLEWIRE_BUILD_DIR", ROOT / "build"))
