@@ -480,6 +480,30 @@ TEST(ZmqEndpoint, ConnectedSenderWithNobodyListeningTimesOut) {
   EXPECT_EQ(tx.stats().undelivered_messages, 2u);
 }
 
+// Senders with heartbeats watch their socket through libzmq's monitor. Closing one used to close
+// our end of the monitor first, leaving libzmq's monitor PAIR without a peer; its next event (sent
+// from the I/O thread as the connection ends) then blocked that thread for good and every later
+// connection of the process hung. Many senders, closed one after the other: every one must connect.
+TEST(ZmqEndpoint, ClosingMonitoredSendersMidTransferKeepsTheProcessWorking) {
+  std::mt19937_64 rng(9);
+  Message big{Buffer::copy(std::string_view("s")), {random_buffer(rng, 1 << 20, 1), random_buffer(rng, 300000, 0)}};
+  for (int i = 0; i < 40; ++i) {
+    zmq::context_t ctx;  // the receiver in a context of its own, as another process's would be
+    zmq::socket_t pull(ctx, zmq::socket_type::pull);
+    pull.set(zmq::sockopt::linger, 0);
+    pull.set(zmq::sockopt::rcvtimeo, 5000);
+    const std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
+    pull.bind(url);
+    EndpointOptions o = quick_options();
+    ASSERT_GT(o.zmq.heartbeat.count(), 0);  // the default: a monitored sender
+    o.zmq.compress = i % 2 == 0;
+    Sender tx = Sender::connect(url, o);
+    ASSERT_NO_THROW(tx.send(big, 5000ms)) << "iteration " << i;
+    std::vector<zmq::message_t> frames;
+    ASSERT_TRUE(zmq::recv_multipart(pull, std::back_inserter(frames))) << "iteration " << i;
+  }  // the sender closes (its monitor still sees the connection end); the receiver's context ends
+}
+
 TEST(ZmqEndpoint, BindErrorsCarryTheirCodes) {
   const std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   Receiver first = Receiver::bind(url, quick_options());
