@@ -53,11 +53,13 @@ Buffer filled(std::size_t size, int kind) {
 }
 
 // picklewire Sender -> Receiver (drained by a thread), one buffer of range(0) bytes per message.
-void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress, int kind) {
+// wire_version 1: the three-frame format, for before/after figures of version 2 (issue 16).
+void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress, int kind, int wire_version = 2) {
   std::size_t size = static_cast<std::size_t>(state.range(0));
   EndpointOptions o;
   o.zmq.linger = 0ms;
   o.zmq.compress = compress;
+  o.zmq.wire_version = wire_version;
   o.zmq.send_hwm = o.zmq.recv_hwm = size >= (64u << 20) ? 2 : 100;
   std::string url = url_for(transport, "pw");
   Receiver rx = Receiver::bind(url, o);
@@ -78,7 +80,7 @@ void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress,
   stop = true;
   drain.join();
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(size));
-  state.SetLabel(std::string(transport_name(transport)) + (compress ? " lz4" : ""));
+  state.SetLabel(std::string(transport_name(transport)) + (compress ? " lz4" : "") + (wire_version == 1 ? " v1" : ""));
   if (compress) state.counters["wire/raw"] = double(tx.stats().wire_bytes) / double(tx.stats().ledger.oob_bytes + 1);
 }
 
@@ -159,6 +161,8 @@ BENCHMARK_CAPTURE(BM_PicklewireMessage, ipc, 0, false, 0)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_RawZmq, ipc, 0)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp, 1, false, 0)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_RawZmq, tcp, 1)->Apply(sizes);
+BENCHMARK_CAPTURE(BM_PicklewireMessage, ipc_v1, 0, false, 0, 1)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp_v1, 1, false, 0, 1)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime()->Unit(benchmark::kMicrosecond);
 // compress=true on random data: the skip path end to end (compare with tcp above).
 BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp_lz4_random, 1, true, 0)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp_lz4_arange, 1, true, 1)->Arg(16 << 20)->UseRealTime()->Unit(benchmark::kMicrosecond);

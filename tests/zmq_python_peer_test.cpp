@@ -9,7 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <string>
 #include <thread>
+#include <tuple>
 
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
@@ -120,14 +122,19 @@ Message python_pickle(const std::string& expr) {
 
 }  // namespace
 
-class PythonPeer : public ::testing::TestWithParam<bool> {};
+// (compress, wire version): both peers write either version and read both.
+class PythonPeer : public ::testing::TestWithParam<std::tuple<bool, int>> {
+ protected:
+  bool compress() const { return std::get<0>(GetParam()); }
+  int version() const { return std::get<1>(GetParam()); }
+};
 
 TEST_P(PythonPeer, PythonSendsCppReceives) {
   test::TempDir dir;
   std::string url = "ipc://" + (dir / "py2cpp").string();
   Receiver rx = Receiver::bind(url, quick_options());
-  std::vector<std::string> args = {"send", url, "--count", "3", "--expr", kExpr};
-  if (GetParam()) args.push_back("--compress");
+  std::vector<std::string> args = {"send", url, "--count", "3", "--expr", kExpr, "--wire-version", std::to_string(version())};
+  if (compress()) args.push_back("--compress");
   Child py(python_peer(args));
   for (int i = 0; i < 3; ++i) {
     auto m = rx.recv(20000ms);
@@ -137,7 +144,7 @@ TEST_P(PythonPeer, PythonSendsCppReceives) {
     if (i == 0) expect_python_loads(*m, kExpr);
   }
   EXPECT_EQ(py.wait(20000ms), 0);
-  if (GetParam()) {
+  if (compress()) {
     EXPECT_GT(rx.stats().ledger.copied(CopyReason::decompressed), 0u);
   } else {
     EXPECT_EQ(rx.stats().ledger.zero_copy_buffers, 6u);
@@ -151,18 +158,28 @@ TEST_P(PythonPeer, CppSendsPythonReceives) {
   ASSERT_EQ(m.buffers.size(), 2u);
   Child py(python_peer({"recv", url, "--count", "2", "--expect", kExpr}));
   EndpointOptions o = quick_options();
-  o.zmq.compress = GetParam();
+  o.zmq.compress = compress();
+  o.zmq.wire_version = version();
+  // Version 2 uncompressed: put even the large buffers inside frame 0, so the Python peer decodes
+  // inline buffers (and the stream) from one frame.
+  if (version() == 2 && !compress()) o.zmq.inline_max_bytes = std::size_t(1) << 20;
   Sender tx = Sender::connect(url, o);
   tx.send(m, 20000ms);
   tx.send(m, 20000ms);
   EXPECT_EQ(py.wait(20000ms), 0) << "the Python peer rejected or mis-decoded our message";
-  if (GetParam()) {
+  if (version() == 2 && !compress()) {
+    EXPECT_EQ(tx.stats().ledger.copied(CopyReason::travelled_inline), 2 * m.out_of_band_bytes());
+  }
+  if (compress()) {
     EXPECT_GT(tx.stats().ledger.copied(CopyReason::compressed), 0u);
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Compression, PythonPeer, ::testing::Bool(),
-                         [](const auto& param_info) { return param_info.param ? std::string("lz4") : std::string("raw"); });
+INSTANTIATE_TEST_SUITE_P(CompressionAndWireVersion, PythonPeer, ::testing::Combine(::testing::Bool(), ::testing::Values(1, 2)),
+                         [](const auto& param_info) {
+                           return std::string(std::get<0>(param_info.param) ? "lz4" : "raw") + "_v" +
+                                  std::to_string(std::get<1>(param_info.param));
+                         });
 
 TEST(PythonPeerRobustness, PeerKilledMidStreamLosesNothingDelivered) {
   test::TempDir dir;

@@ -17,6 +17,7 @@
 #include "support.hpp"
 #include "zmq_support.hpp"
 #include "zmq/context.hpp"
+#include "zmq/message_frames.hpp"
 #include <filesystem>
 #include <map>
 #include <set>
@@ -217,6 +218,36 @@ TEST(ZmqRpc, MalformedRequestIsAnErrorAndTheServerKeepsServing) {
   ASSERT_TRUE(r);
   r->reply(text("fine"));
   EXPECT_EQ(client.wait(id, 5000ms)->stream.chars(), "fine");
+}
+
+// Negotiation: the server (writing version 2) answers a version-1 request in version 1, so a
+// client built before version 2 can read its reply; a version-2 request gets a version-2 reply.
+TEST(ZmqRpc, ReplyUsesNoNewerWireVersionThanTheRequest) {
+  std::string url = unique_inproc("version");
+  rpc::Server server = rpc::Server::bind(url, quick_options());
+  zmq::socket_t raw(zmq_transport::context(), zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.set(zmq::sockopt::rcvtimeo, 5000);
+  raw.connect(url);
+  for (int version : {1, 2}) {
+    EndpointOptions o = quick_options();
+    o.zmq.wire_version = version;
+    std::vector<zmq::message_t> frames;
+    std::uint64_t id = 40 + version;
+    frames.emplace_back(&id, 8);  // the request id, little-endian on this host
+    CopyLedger ledger;
+    zmq_transport::FrameWriter(o.zmq).write(text("hello"), frames, ledger);
+    ASSERT_TRUE(zmq_transport::send_frames(raw, frames));
+    auto r = server.recv(5000ms);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->message().stream.chars(), "hello");
+    r->reply(text("answer"), 5000ms);
+    std::vector<zmq::message_t> reply;
+    ASSERT_TRUE(zmq::recv_multipart(raw, std::back_inserter(reply)));
+    ASSERT_GE(reply.size(), 2u);
+    EXPECT_EQ(static_cast<const std::uint8_t*>(reply[1].data())[4], version) << "reply to a version-" << version << " request";
+    EXPECT_EQ(reply.size(), version == 1 ? 3u : 2u);  // id + header + stream, or id + one frame
+  }
 }
 
 TEST(ZmqRpc, BindToAnyPortAndReportTheEndpoint) {

@@ -16,6 +16,7 @@
 #include "support.hpp"
 #include "zmq_support.hpp"
 #include "zmq/context.hpp"
+#include "zmq/message_frames.hpp"
 #include "zmq/wire_header.hpp"
 #include "zmq/lz4_codec.hpp"
 
@@ -81,6 +82,7 @@ void expect_same(const Message& a, const Message& b) {
 
 TEST(ZmqFraming, HeaderRoundTripAndRejections) {
   zt::Header h;
+  h.version = zt::kVersion1;
   h.flags = zt::kAcceptsLz4;
   h.buffers = {{100, 100, zt::Codec::raw, zt::kReadonly, 0}, {1 << 20, 4000, zt::Codec::lz4, zt::kShuffled, 8}};
   std::vector<std::byte> bytes(zt::encoded_size(h));
@@ -101,14 +103,86 @@ TEST(ZmqFraming, HeaderRoundTripAndRejections) {
     }
   };
   auto bad = bytes; bad[0] = std::byte{'X'}; rejects(bad, "bad magic");
-  bad = bytes; bad[4] = std::byte{2}; rejects(bad, "version 2");
+  bad = bytes; bad[4] = std::byte{3}; rejects(bad, "version 3");
   bad = bytes; bad[5] = std::byte{0x80}; rejects(bad, "unknown header flags");
   bad = bytes; bad[8] = std::byte{3}; rejects(bad, "announces 3 buffers");
   bad = bytes; bad.pop_back(); rejects(bad, "announces 2 buffers");
   bad = bytes; bad[12 + 16] = std::byte{9}; rejects(bad, "unknown codec 9");
   bad = bytes; bad[12 + 24 + 17] = std::byte{0x10}; rejects(bad, "unknown buffer flags");
+  bad = bytes; bad[12 + 17] = std::byte{zt::kInline}; rejects(bad, "unknown buffer flags");  // version 2 only
+  bad = bytes; bad[5] = std::byte{zt::kStreamOwnFrame}; rejects(bad, "unknown header flags");  // version 2 only
   bad = bytes; bad[12] = std::byte{101}; rejects(bad, "raw size 101 != wire size 100");
   rejects(std::vector<std::byte>(5), "shorter than the fixed");
+}
+
+// Version 2 through the frame writer and reader, no sockets: small messages in one frame whose
+// inline buffers the reader hands out as views of it; large ones in frames of their own.
+TEST(ZmqFraming, Version2InlinesSmallItemsAndReadsThemWithoutCopies) {
+  EndpointOptions o;
+  zt::FrameWriter writer(o.zmq);
+  zt::FrameReader reader(o.zmq);
+  std::mt19937_64 rng(3);
+  Buffer small = random_buffer(rng, 1000, 0), tiny = random_buffer(rng, 3, 0), big = random_buffer(rng, 100000, 0);
+  Message m{Buffer::copy(std::string_view("\x80\x05small stream"), true), {small.as_readonly(), tiny, Buffer(), big, small}};
+  std::vector<zmq::message_t> frames;
+  CopyLedger sent, received;
+  writer.write(m, frames, sent);
+  ASSERT_EQ(frames.size(), 2u);  // frame 0 (header, stream, four inline buffers) and the big buffer
+  EXPECT_EQ(static_cast<const std::uint8_t*>(frames[0].data())[4], zt::kVersion2);
+  EXPECT_EQ(sent.copied(CopyReason::travelled_inline), 2003u);
+  EXPECT_EQ(sent.zero_copy_bytes, 100000u);
+  const auto* frame0 = static_cast<const std::byte*>(frames[0].data());
+  const std::size_t frame0_size = frames[0].size();
+  Message got = reader.read(frames, received);
+  expect_same(m, got);
+  for (std::size_t i : {0u, 1u, 4u}) {
+    EXPECT_GE(got.buffers[i].data(), frame0) << i;
+    EXPECT_LE(got.buffers[i].data() + got.buffers[i].size(), frame0 + frame0_size) << i;
+    EXPECT_EQ(static_cast<std::size_t>(got.buffers[i].data() - frame0) % zt::kInlineAlignment, 0u) << i;
+  }
+  EXPECT_EQ(received.total_copied_bytes(), 0u);
+  EXPECT_EQ(received.zero_copy_bytes, received.oob_bytes);
+  // The views keep frame 0 alive on their own.
+  Buffer keep = got.buffers[4];
+  got = Message();
+  EXPECT_TRUE(same_bytes(keep, small));
+
+  // A stream above the inline limit gets its own frame; version 1 keeps three or more frames.
+  Message large_stream{random_buffer(rng, 5000, 0), {tiny}};
+  frames.clear();
+  writer.write(large_stream, frames, sent);
+  ASSERT_EQ(frames.size(), 2u);
+  expect_same(large_stream, reader.read(frames, received));
+  o.zmq.wire_version = 1;
+  frames.clear();
+  zt::FrameWriter(o.zmq).write(m, frames, sent);
+  ASSERT_EQ(frames.size(), 7u);
+  expect_same(m, reader.read(frames, received));
+  o.zmq.wire_version = 3;
+  EXPECT_THROW(zt::FrameWriter{o.zmq}, TransportError);
+
+  // Frame 0 must hold its inline items exactly, padding zeroed.
+  auto rejects = [&](std::vector<std::byte> bytes, const char* needle) {
+    try {
+      zt::decode(bytes);
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const TransportError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  frames.clear();
+  writer.write(Message{Buffer::copy(std::string_view("abc"), true), {tiny, tiny}}, frames, sent);
+  ASSERT_EQ(frames.size(), 1u);
+  std::vector<std::byte> good(static_cast<const std::byte*>(frames[0].data()),
+                              static_cast<const std::byte*>(frames[0].data()) + frames[0].size());
+  ASSERT_EQ(good.size(), 20u + 2 * 24u + 3 + 1 + 3 + 5 + 3);  // stream, pad to 72, tiny, pad to 80, tiny
+  EXPECT_NO_THROW(zt::decode(good));
+  auto bad = good; bad.push_back(std::byte{0}); rejects(bad, "beyond its inline items");
+  bad = good; bad.pop_back(); rejects(bad, "overruns the header frame");
+  bad = good; bad[20 + 2 * 24 + 3] = std::byte{1}; rejects(bad, "nonzero padding");
+  bad = good; bad[12] = std::byte{200}; rejects(bad, "the stream of 200 inline bytes");
+  bad = good; bad[20 + 16] = std::byte{1}; rejects(bad, "inline buffer is not raw");
+  rejects(std::vector<std::byte>(good.begin(), good.begin() + 30), "announces 2 buffers");
 }
 
 TEST(ZmqLz4, RoundTripsWithAndWithoutShuffle) {
@@ -159,6 +233,7 @@ TEST(ZmqLz4, BadBlocksAreTransportErrors) {
 struct TransportCase {
   std::string name;
   bool compress;
+  int wire_version = 2;
 };
 
 class ZmqRoundTrip : public ::testing::TestWithParam<TransportCase> {};
@@ -171,6 +246,7 @@ TEST_P(ZmqRoundTrip, ManyBuffersOfRandomSizes) {
   else url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   EndpointOptions o = quick_options();
   o.zmq.compress = GetParam().compress;
+  o.zmq.wire_version = GetParam().wire_version;
   Receiver rx = Receiver::bind(url, o);
   Sender tx = Sender::connect(url, o);
   std::mt19937_64 rng(7);
@@ -195,7 +271,11 @@ TEST_P(ZmqRoundTrip, ManyBuffersOfRandomSizes) {
     EXPECT_EQ(ts.ledger.copies[size_t(CopyReason::compressed)], rs.ledger.copies[size_t(CopyReason::decompressed)]);
     EXPECT_LT(ts.wire_bytes, ts.ledger.oob_bytes);
   } else {
-    EXPECT_EQ(ts.ledger.total_copied_bytes(), 0u);
+    // Version 2 copies small buffers into the header frame on send (travelled_inline); the
+    // receiver takes every buffer, inline or not, without a copy.
+    EXPECT_EQ(ts.ledger.total_copied_bytes(), ts.ledger.copied(CopyReason::travelled_inline));
+    if (GetParam().wire_version == 1) EXPECT_EQ(ts.ledger.total_copied_bytes(), 0u);
+    else EXPECT_GT(ts.ledger.copied(CopyReason::travelled_inline), 0u);
     EXPECT_EQ(rs.ledger.total_copied_bytes(), 0u);
     EXPECT_EQ(rs.ledger.zero_copy_bytes, rs.ledger.oob_bytes);
   }
@@ -204,8 +284,13 @@ TEST_P(ZmqRoundTrip, ManyBuffersOfRandomSizes) {
 INSTANTIATE_TEST_SUITE_P(Transports, ZmqRoundTrip,
                          ::testing::Values(TransportCase{"inproc", false}, TransportCase{"ipc", false},
                                            TransportCase{"tcp", false}, TransportCase{"inproc", true},
-                                           TransportCase{"ipc", true}, TransportCase{"tcp", true}),
-                         [](const auto& param_info) { return param_info.param.name + (param_info.param.compress ? "_lz4" : "_raw"); });
+                                           TransportCase{"ipc", true}, TransportCase{"tcp", true},
+                                           TransportCase{"ipc", false, 1}, TransportCase{"tcp", false, 1},
+                                           TransportCase{"tcp", true, 1}),
+                         [](const auto& param_info) {
+                           return param_info.param.name + (param_info.param.compress ? "_lz4" : "_raw") +
+                                  (param_info.param.wire_version == 1 ? "_v1" : "");
+                         });
 
 TEST(ZmqEndpoint, SenderMayBindAndReceiverConnect) {
   std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
@@ -325,6 +410,7 @@ TEST(ZmqEndpoint, MalformedMessagesAreErrorsAndTheReceiverKeepsServing) {
 
   auto header = [](std::vector<zt::BufferDescriptor> bufs) {
     zt::Header h;
+    h.version = zt::kVersion1;
     h.buffers = std::move(bufs);
     std::string bytes(zt::encoded_size(h), '\0');
     zt::encode(h, std::span<std::byte>(reinterpret_cast<std::byte*>(bytes.data()), bytes.size()));
@@ -349,6 +435,10 @@ TEST(ZmqEndpoint, MalformedMessagesAreErrorsAndTheReceiverKeepsServing) {
       {{header({{200001, good_lz4.size(), zt::Codec::lz4, 0, 0}}), "s", good_lz4}, "bad lz4"},
       {{header({{std::uint64_t(1) << 50, 10, zt::Codec::lz4, 0, 0}}), "s", "0123456789"}, "cannot decode to"},
       {{"x"}, "shorter than the fixed"},
+      {{"", "s"}, "shorter than the fixed"},  // a zero-byte header frame
+      {{std::string("PWZM\x02\0\0\0\0\0\0\0", 12)}, "announces 0 buffers but its frame holds 12"},
+      {{std::string("PWZM\x02\0\0\0\0\0\0\0\x09\0\0\0\0\0\0\0", 20) + "abc"}, "the stream of 9 inline bytes"},
+      {{std::string("PWZM\x02\x02\0\0\0\0\0\0\x09\0\0\0\0\0\0\0", 20), "abc"}, "stream has 9 bytes, its frame has 3"},
   };
   for (const Case& c : cases) {
     std::vector<zmq::const_buffer> parts;
@@ -369,6 +459,69 @@ TEST(ZmqEndpoint, MalformedMessagesAreErrorsAndTheReceiverKeepsServing) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->buffers[0].chars(), sparse);
   EXPECT_TRUE(m->buffers[0].readonly());
+  EXPECT_EQ(rx.stats().malformed_messages, cases.size());
+}
+
+// A connecting Sender hands messages only to a connected receiver (ZMQ_IMMEDIATE): with nobody
+// listening, a send times out instead of queueing a message that would be dropped at close.
+TEST(ZmqEndpoint, ConnectedSenderWithNobodyListeningTimesOut) {
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
+  Sender tx = Sender::connect(url);  // the defaults, linger included
+  EXPECT_THROW(tx.send(Message{Buffer::copy("s"), {}}, 200ms), TimeoutError);
+  EXPECT_FALSE(tx.try_send(Message{Buffer::copy("s"), {}}, 0ms));
+  EXPECT_EQ(tx.stats().undelivered_messages, 2u);
+  EXPECT_EQ(tx.stats().ledger.messages, 0u);
+  // Once a receiver is there, the same sender delivers.
+  Receiver rx = Receiver::bind(url, quick_options());
+  tx.send(Message{Buffer::copy("late"), {}}, 5000ms);
+  auto got = rx.recv(5000ms);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->stream.chars(), "late");
+  EXPECT_EQ(tx.stats().undelivered_messages, 2u);
+}
+
+// Senders with heartbeats watch their socket through libzmq's monitor. Closing one used to close
+// our end of the monitor first, leaving libzmq's monitor PAIR without a peer; its next event (sent
+// from the I/O thread as the connection ends) then blocked that thread for good and every later
+// connection of the process hung. Many senders, closed one after the other: every one must connect.
+TEST(ZmqEndpoint, ClosingMonitoredSendersMidTransferKeepsTheProcessWorking) {
+  std::mt19937_64 rng(9);
+  Message big{Buffer::copy(std::string_view("s")), {random_buffer(rng, 1 << 20, 1), random_buffer(rng, 300000, 0)}};
+  for (int i = 0; i < 40; ++i) {
+    zmq::context_t ctx;  // the receiver in a context of its own, as another process's would be
+    zmq::socket_t pull(ctx, zmq::socket_type::pull);
+    pull.set(zmq::sockopt::linger, 0);
+    pull.set(zmq::sockopt::rcvtimeo, 5000);
+    const std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
+    pull.bind(url);
+    EndpointOptions o = quick_options();
+    ASSERT_GT(o.zmq.heartbeat.count(), 0);  // the default: a monitored sender
+    o.zmq.compress = i % 2 == 0;
+    Sender tx = Sender::connect(url, o);
+    ASSERT_NO_THROW(tx.send(big, 5000ms)) << "iteration " << i;
+    std::vector<zmq::message_t> frames;
+    ASSERT_TRUE(zmq::recv_multipart(pull, std::back_inserter(frames))) << "iteration " << i;
+  }  // the sender closes (its monitor still sees the connection end); the receiver's context ends
+}
+
+TEST(ZmqEndpoint, BindErrorsCarryTheirCodes) {
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
+  Receiver first = Receiver::bind(url, quick_options());
+  try {
+    Receiver::bind(url, quick_options());
+    ADD_FAILURE() << "bound an address already in use";
+  } catch (const TransportError& e) {
+    EXPECT_EQ(e.code(), EADDRINUSE) << e.what();
+  }
+  for (const char* bad : {"tcp://127.0.0.1:99999", "tcp://127.0.0.1:", "tcp://127.0.0.1:12ab", "tcp://127.0.0.1"}) {
+    try {
+      Receiver::bind(bad, quick_options());
+      ADD_FAILURE() << "bound " << bad;
+    } catch (const TransportError& e) {
+      EXPECT_EQ(e.code(), EINVAL) << bad << ": " << e.what();
+    }
+    EXPECT_THROW(Sender::connect(bad, quick_options()), TransportError) << bad;
+  }
 }
 
 TEST(ZmqEndpoint, MaxMessageBytesRefusesLargeMessages) {

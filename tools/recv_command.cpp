@@ -4,8 +4,11 @@
 // DIR/N.K.bin (numbered from 0); without, each message is loaded (the C++ unpickler: no code runs)
 // and printed as one `repr` line, as `picklewire repr` prints a file. Exits 0 after N messages,
 // or after S seconds without one; SIGINT/SIGTERM finish the message in hand, release the channel
-// and exit 0. A message that is not a pickle is reported on stderr, the next one is served, and
-// the exit status is 1. Works for every URL: it only uses the Receiver API.
+// and exit 0. A message that is not a pickle, or a malformed multipart message (a bad header, the
+// wrong frame count...), is reported on stderr in one line, counted, the next one is served, and
+// the exit status is 1. Malformed messages do not count towards N. Works for every URL: it only
+// uses the Receiver API.
+#include <cerrno>
 #include <csignal>
 #include <chrono>
 #include <cstdio>
@@ -57,10 +60,21 @@ void run(const RecvArgs& a) {
   using Clock = std::chrono::steady_clock;
   const auto idle_limit = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.timeout_seconds));
   auto last = Clock::now();
-  std::uint64_t n = 0, unreadable = 0;
+  std::uint64_t n = 0, unreadable = 0, malformed = 0;
   // Short waits so that a stop signal is noticed promptly even when nothing arrives.
   while (!g_stop && (a.count == 0 || n < a.count)) {
-    std::optional<Message> m = receiver.recv(std::chrono::milliseconds(50));
+    std::optional<Message> m;
+    try {
+      m = receiver.recv(std::chrono::milliseconds(50));
+    } catch (const TransportError& e) {
+      // A malformed message (EPROTO) was refused and the next recv serves the next one; anything
+      // else (PeerGone, a closed socket) ends the command.
+      if (e.code() != EPROTO) throw;
+      ++malformed;
+      std::cerr << "recv: malformed message refused: " << e.what() << std::endl;
+      last = Clock::now();
+      continue;
+    }
     if (!m) {
       if (a.timeout_seconds >= 0 && Clock::now() - last >= idle_limit) break;
       continue;
@@ -86,7 +100,9 @@ void run(const RecvArgs& a) {
     ++n;
   }
   a.endpoint.report("receiver", receiver.stats());
-  if (unreadable) throw Error(std::to_string(unreadable) + " of " + std::to_string(n) + " messages could not be printed");
+  if (malformed || unreadable)
+    throw Error(std::to_string(n) + " message(s) received; " + std::to_string(malformed) + " malformed message(s) refused, " +
+                std::to_string(unreadable) + " could not be printed");
 }
 
 }  // namespace

@@ -1,8 +1,17 @@
-// picklewire send URL FILE [--buffer BUF]... [--count N] [--bind|--connect] [--timeout S] [endpoint flags]
+// picklewire send URL FILE [--buffer BUF]... [--count N] [--bind|--connect] [--timeout S] [--wire-version V]
+//                [endpoint flags]
 //
 // Sends FILE as a Message's pickle stream and each BUF as its out-of-band buffers, in order.
 // Files are read straight into memory from Sender::allocate, so on shm:// they go into the segment
 // with no further copy. Works for every URL: it only uses the Sender API.
+//
+// Exit status 0 only when every message was handed over: a send that times out (--timeout; over
+// ZeroMQ a connecting sender only hands messages to connected receivers) or finds the receiver
+// gone (heartbeats: within ~5 s of its death) stops the command with status 1, saying how many of
+// the N messages were sent. Without --timeout it waits for a receiver as long as it takes. At exit
+// ZeroMQ may still hold queued messages (a slow receiver): the exit waits until they have left or
+// the receiver is declared dead (heartbeats, ~3 s), or --linger S seconds; what remains then is
+// dropped and cannot be counted (PUSH has no acknowledgements).
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,6 +39,11 @@ struct SendArgs {
   bool bind = false;
   bool connect = false;
   double timeout_seconds = -1;
+  int wire_version = 0;  // 0: the library's default
+  // The command exists to deliver: by default its exit waits until ZeroMQ has handed every queued
+  // message to the receiver, or heartbeats declared the receiver dead (ZmqOptions' 1 s default
+  // would drop a slow receiver's backlog, uncounted, and exit 0).
+  double linger_seconds = -1;  // -1: forever
   EndpointFlags endpoint;
 };
 
@@ -60,6 +74,9 @@ void run(const SendArgs& a) {
   EndpointOptions options = a.endpoint.options(a.url);
   if (a.timeout_seconds >= 0)
     options.send_timeout = std::chrono::milliseconds(static_cast<long long>(a.timeout_seconds * 1000));
+  if (a.wire_version) options.zmq.wire_version = a.wire_version;
+  options.zmq.linger = a.linger_seconds < 0 ? Timeout()
+                                            : Timeout(std::chrono::milliseconds(static_cast<long long>(a.linger_seconds * 1000)));
   Sender sender = a.bind ? Sender::bind(a.url, options) : Sender::connect(a.url, options);
   Message m;
   m.stream = read_into(sender, a.stream_file, true);
@@ -67,8 +84,11 @@ void run(const SendArgs& a) {
   for (std::uint64_t i = 0; i < a.count; ++i) {
     try {
       sender.send(m);
-    } catch (const PeerGone& e) {
-      throw Error(std::string("send: the receiver is gone after ") + std::to_string(i) + " message(s): " + e.what());
+    } catch (const TransportError& e) {  // TimeoutError, PeerGone, Interrupted, a socket error
+      a.endpoint.report("sender", sender.stats());
+      const std::string what = dynamic_cast<const PeerGone*>(&e) ? "the receiver is gone" : "not delivered";
+      throw Error("send: " + what + ": " + std::to_string(a.count - i) + " of " + std::to_string(a.count) +
+                  " message(s) not sent (" + std::to_string(i) + " were): " + e.what());
     }
   }
   a.endpoint.report("sender", sender.stats());
@@ -85,6 +105,12 @@ void add_send_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--count", args->count, "send the message N times (default 1)");
   cmd->add_option("--timeout", args->timeout_seconds, "seconds to wait for room per message (default: forever)");
+  cmd->add_option("--linger", args->linger_seconds,
+                  "ZeroMQ: seconds the exit waits for queued messages to leave (default -1: until they have, or "
+                  "heartbeats declare the receiver dead); what is still queued then is dropped uncounted")
+      ->check(CLI::Range(-1.0, 1e9));
+  cmd->add_option("--wire-version", args->wire_version, "ZeroMQ wire format to write: 2 (default) or 1 for older receivers")
+      ->check(CLI::IsMember({1, 2}));
   auto* b = cmd->add_flag("--bind", args->bind, "bind the URL (zmq only)");
   cmd->add_flag("--connect", args->connect, "connect to the URL (the default)")->excludes(b);
   args->endpoint.add_to(cmd, /*sender=*/true);

@@ -32,11 +32,24 @@ struct ZmqOptions {
   int send_hwm = 1000;            // ZeroMQ high-water marks, in messages
   int recv_hwm = 1000;
   std::int64_t max_message_bytes = -1;  // receiver: refuse larger messages (ZMQ_MAXMSGSIZE); -1: none
-  std::chrono::milliseconds heartbeat{0};  // ZMTP heartbeats to notice dead peers; 0: off
+  // ZMTP heartbeats to notice dead peers (tcp://, ipc://); 0: off. On by default so that a Sender
+  // whose receivers died throws PeerGone instead of blocking forever (docs/zmq.md "Dead peers").
+  std::chrono::milliseconds heartbeat{1000};
   // How long a peer may stay silent before its connection is dropped (ZMTP heartbeat timeout and
   // TTL); 0: 3 x heartbeat. A PUSH Sender whose receivers all disconnected and none came back
-  // within this time throws PeerGone from send (docs/zmq.md "Dead peers").
+  // within this time throws PeerGone from send (docs/zmq.md "Dead peers"). Default: 3 s, so a
+  // killed receiver is reported within 5 s.
   std::chrono::milliseconds heartbeat_timeout{0};
+  // Connecting Sender: queue messages only for receivers whose connection is up (ZMQ_IMMEDIATE),
+  // so a send with nobody listening waits for one (and times out) instead of vanishing into a queue.
+  bool immediate = true;
+  // Wire format written by Senders and Clients (docs/wire-format.md): 2 (header, stream and small
+  // buffers in one frame) or 1 (three or more frames; for peers built before version 2).
+  // Receivers read both.
+  int wire_version = 2;
+  // Wire version 2: the stream and each uncompressed buffer of at most this many bytes travel
+  // inside the header frame (copied there on send, views of it on receive); larger ones get a frame.
+  std::size_t inline_max_bytes = 4096;
   std::string curve_server_secret_key_file;  // CURVE (tcp://): see docs/security.md
   std::string curve_server_public_key_file;
   std::string curve_client_secret_key_file;
@@ -47,8 +60,9 @@ struct ZmqOptions {
   // Shuffle hint for lz4: the item size of the typed arrays being sent (e.g. 8 for float64);
   // 0: try 4 and 8 on each buffer's sample and keep what compresses best.
   std::uint32_t item_size = 0;
-  // How long closing an endpoint (and process exit) waits for queued messages to leave; nullopt: forever.
-  Timeout linger = std::chrono::milliseconds(30000);
+  // How long closing an endpoint (and process exit) waits for queued messages to leave; nullopt:
+  // forever. Messages still queued when it expires are dropped by ZeroMQ (docs/zmq.md "Closing").
+  Timeout linger = std::chrono::milliseconds(1000);
 };
 
 struct EndpointOptions {
@@ -71,6 +85,12 @@ struct TransportStats {
   std::uint64_t peak_bytes_in_use = 0;  // shm
   std::uint64_t capacity = 0;           // shm: heap bytes in the segment
   std::uint64_t wire_bytes = 0;         // zmq: bytes handed to ZeroMQ (after compression)
+  // zmq Sender: sends that ended without handing the message over (TimeoutError, PeerGone,
+  // Interrupted). Messages ZeroMQ accepted and then dropped (their receiver died with them queued,
+  // or the linger expired at close) are not counted: PUSH has no acknowledgements (docs/zmq.md).
+  std::uint64_t undelivered_messages = 0;
+  // zmq Receiver: malformed multipart messages refused (recv threw TransportError for each).
+  std::uint64_t malformed_messages = 0;
 };
 
 }  // namespace picklewire

@@ -69,6 +69,7 @@ class Request {
   std::string identity_;
   std::uint64_t id_ = 0;
   bool accepts_lz4_ = false;
+  std::uint8_t wire_version_ = 1;  // the request's; the reply uses no newer one (zmq wire format)
   bool replied_ = false;
   Message message_;
 };

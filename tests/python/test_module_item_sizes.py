@@ -16,9 +16,10 @@ import picklewire  # noqa: E402
 
 
 def _descriptors(header):
-    magic, _version, _flags, _reserved, count = struct.unpack_from("<4sBBHI", header, 0)
+    magic, version, _flags, _reserved, count = struct.unpack_from("<4sBBHI", header, 0)
     assert magic == b"PWZM"
-    return [struct.unpack_from("<QQBBHI", header, 12 + 24 * i) for i in range(count)]
+    start = 12 if version == 1 else 20  # version 2: a u64 stream size precedes the descriptors
+    return [struct.unpack_from("<QQBBHI", header, start + 24 * i) for i in range(count)]
 
 
 def test_send_shuffles_each_array_by_its_dtype_itemsize():

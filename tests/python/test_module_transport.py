@@ -232,10 +232,16 @@ def test_errors_are_python_exceptions(url_for):
     rx.close()
     with pytest.raises(picklewire.TransportError, match="closed"):
         rx.recv(timeout=0)
+    # A live receiver: since issue 16 a connecting sender hands messages only to a connected one
+    # (ZMQ_IMMEDIATE), so a send to the closed receiver above would wait, not "succeed".
+    url = url_for("ipc")
+    rx = picklewire.Receiver.bind(url)
     tx = picklewire.Sender.connect(url)
     with pytest.raises(TypeError, match="pickle"):
         tx.send(threading.Lock())  # the pickler's own error, and the sender stays usable
     tx.send("still fine", timeout=10)
+    assert rx.recv(timeout=10) == "still fine"
+    rx.close()
     tx.close()
     with pytest.raises(picklewire.TransportError, match="closed"):
         tx.send(1)

@@ -148,7 +148,29 @@ std::chrono::milliseconds heartbeat_timeout(const ZmqOptions& o) {
   return o.heartbeat_timeout.count() > 0 ? o.heartbeat_timeout : 3 * o.heartbeat;
 }
 
+namespace {
+// libzmq parses a tcp:// port with atoi and keeps its low 16 bits' worth of nonsense (port 99999
+// binds some other port, silently); refuse anything that is not '*' or a decimal 0..65535.
+void check_tcp_port(std::string_view url) {
+  if (!url.starts_with("tcp://")) return;
+  const auto colon = url.rfind(':');
+  const std::string_view port = colon == std::string_view::npos ? std::string_view() : url.substr(colon + 1);
+  if (colon < 6 || port.empty())
+    throw TransportError("zmq transport: '" + std::string(url) + "' has no port (tcp://HOST:PORT)", EINVAL);
+  if (port == "*") return;
+  std::uint32_t value = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9' || port.size() > 5)
+      throw TransportError("zmq transport: '" + std::string(url) + "': port '" + std::string(port) + "' is not a number 0..65535", EINVAL);
+    value = value * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (value > 65535)
+    throw TransportError("zmq transport: '" + std::string(url) + "': port " + std::string(port) + " is out of range 0..65535", EINVAL);
+}
+}  // namespace
+
 void configure_and_attach(zmq::socket_t& socket, std::string_view url, bool bind, const ZmqOptions& o) {
+  check_tcp_port(url);
   try {
     socket.set(zmq::sockopt::sndhwm, o.send_hwm);
     socket.set(zmq::sockopt::rcvhwm, o.recv_hwm);
@@ -182,6 +204,7 @@ void configure_and_attach(zmq::socket_t& socket, std::string_view url, bool bind
     else
       socket.connect(u);
   } catch (const zmq::error_t& e) {
+    // The code is ZeroMQ's errno (EADDRINUSE for a taken address, EINVAL for a malformed one, ...).
     throw TransportError("zmq transport: cannot " + std::string(bind ? "bind " : "connect ") + std::string(url) + ": " + e.what(),
                          e.num());
   }

@@ -1,5 +1,6 @@
 #include "zmq/message_frames.hpp"
 
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -27,25 +28,36 @@ zmq::message_t zero_copy_frame(const Buffer& b) {
 
 }  // namespace
 
-FrameWriter::FrameWriter(const ZmqOptions& o) : compress(o.compress) {
+FrameWriter::FrameWriter(const ZmqOptions& o)
+    : compress(o.compress), version(o.wire_version == 1 ? kVersion1 : kVersion2), inline_max_bytes(o.inline_max_bytes) {
+  if (o.wire_version != 1 && o.wire_version != 2)
+    throw TransportError("zmq transport: wire_version " + std::to_string(o.wire_version) + " is not 1 or 2", EINVAL);
   policy.min_bytes = o.compress_min_bytes;
   policy.shuffle = o.shuffle;
   policy.item_size = o.item_size;
 }
 
 std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger) const {
+  const bool v2 = version == kVersion2;
   Header header;
+  header.version = version;
   header.flags = accepts_lz4 ? kAcceptsLz4 : 0;
+  header.stream_size = message.stream.size();
+  const bool stream_inline = v2 && message.stream.size() <= inline_max_bytes;
+  if (v2 && !stream_inline) header.flags |= kStreamOwnFrame;
   header.buffers.resize(message.buffers.size());
-  std::size_t first = frames.size();
-  frames.emplace_back(encoded_size(header));  // header frame, filled once the descriptors are known
+  const std::size_t first = frames.size();
+  frames.emplace_back();  // frame 0, built once the descriptors are known
   auto payload_frame = [&](const Buffer& b) {
     if (b.owner() || b.empty()) return zero_copy_frame(b);
     ledger.record_copy(CopyReason::copied_borrowed_memory, b.size());
     return zmq::message_t(b.data(), b.size());
   };
-  frames.push_back(payload_frame(message.stream));
-  std::uint64_t wire = message.stream.size();
+  std::uint64_t wire = 0;
+  if (!stream_inline) {
+    frames.push_back(payload_frame(message.stream));
+    wire += message.stream.size();
+  }
   for (std::size_t i = 0; i < message.buffers.size(); ++i) {
     const Buffer& b = message.buffers[i];
     BufferDescriptor& d = header.buffers[i];
@@ -77,16 +89,51 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
         d.item_size = choice.shuffle_item_size;
       }
       frames.push_back(zero_copy_frame(out.slice(0, n)));
+      wire += n;
+    } else if (v2 && b.size() <= inline_max_bytes) {
+      // Copied into frame 0 below: one small copy costs less than a frame of its own.
+      d.codec = Codec::raw;
+      d.wire_size = b.size();
+      d.flags |= kInline;
+      if (!b.empty()) ledger.record_copy(CopyReason::travelled_inline, b.size());
     } else {
       d.codec = Codec::raw;
       d.wire_size = b.size();
       if (b.owner() || b.empty()) ledger.record_zero_copy(b.size());
       frames.push_back(payload_frame(b));
+      wire += b.size();
     }
-    wire += d.wire_size;
   }
-  encode(header, std::span<std::byte>(static_cast<std::byte*>(frames[first].data()), frames[first].size()));
-  wire += frames[first].size();
+  // Frame 0: the descriptors, then (version 2) the inline stream and buffers, each buffer at the
+  // next multiple of kInlineAlignment with zeroed padding (wire_header.hpp).
+  const std::size_t descriptors = encoded_size(header);
+  std::size_t size = descriptors;
+  if (v2) {
+    if (stream_inline) size += message.stream.size();
+    for (const BufferDescriptor& d : header.buffers)
+      if (d.flags & kInline) size = align_inline(size) + d.wire_size;
+  }
+  zmq::message_t frame0(size);
+  auto* out = static_cast<std::byte*>(frame0.data());
+  encode(header, std::span<std::byte>(out, descriptors));
+  if (v2) {
+    std::size_t pos = descriptors;
+    if (stream_inline && !message.stream.empty()) {
+      std::memcpy(out + pos, message.stream.data(), message.stream.size());
+      pos += message.stream.size();
+    }
+    for (std::size_t i = 0; i < message.buffers.size(); ++i) {
+      if (!(header.buffers[i].flags & kInline)) continue;
+      const std::size_t aligned = align_inline(pos);
+      std::memset(out + pos, 0, aligned - pos);
+      pos = aligned;
+      const Buffer& b = message.buffers[i];
+      if (!b.empty()) std::memcpy(out + pos, b.data(), b.size());
+      pos += b.size();
+    }
+  }
+  frames[first] = std::move(frame0);
+  wire += size;
   ledger.messages += 1;
   ledger.inband_bytes += message.stream.size();
   ledger.oob_buffers += message.buffers.size();
@@ -94,21 +141,33 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
   return wire;
 }
 
-Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, std::uint8_t* header_flags) const {
+Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, std::uint8_t* header_flags,
+                          std::uint8_t* version) const {
   if (frames.empty()) invalid("empty multipart message");
   Header header = decode(std::span<const std::byte>(static_cast<const std::byte*>(frames[0].data()), frames[0].size()));
-  if (header_flags) *header_flags = header.flags;
-  std::size_t n = header.buffers.size();
-  if (frames.size() != n + 2)
-    invalid("header announces " + std::to_string(n) + " buffers (" + std::to_string(n + 2) + " frames) but " +
+  if (header_flags) *header_flags = header.flags & kAcceptsLz4;
+  if (version) *version = header.version;
+  const bool v2 = header.version == kVersion2;
+  const std::size_t n = header.buffers.size();
+  const std::size_t expected = 1 + frames_after_header(header);
+  if (frames.size() != expected)
+    invalid("header announces " + std::to_string(n) + " buffers (" + std::to_string(expected) + " frames) but " +
             std::to_string(frames.size()) + " frames arrived");
+  const bool stream_own_frame = !v2 || (header.flags & kStreamOwnFrame);
+  if (stream_own_frame && v2 && frames[1].size() != header.stream_size)
+    invalid("header says the stream has " + std::to_string(header.stream_size) + " bytes, its frame has " +
+            std::to_string(frames[1].size()));
   // Check every size before allocating anything: the total a message may make us hold is bounded.
-  std::uint64_t total = frames[1].size();
+  std::uint64_t total = stream_own_frame ? frames[1].size() : header.stream_size;
+  std::size_t next = stream_own_frame ? 2 : 1;
   for (std::size_t i = 0; i < n; ++i) {
     const BufferDescriptor& d = header.buffers[i];
-    if (frames[i + 2].size() != d.wire_size)
-      invalid("buffer " + std::to_string(i) + ": header says " + std::to_string(d.wire_size) + " wire bytes, frame has " +
-              std::to_string(frames[i + 2].size()));
+    if (!(d.flags & kInline)) {
+      if (frames[next].size() != d.wire_size)
+        invalid("buffer " + std::to_string(i) + ": header says " + std::to_string(d.wire_size) + " wire bytes, frame has " +
+                std::to_string(frames[next].size()));
+      ++next;
+    }
     if (d.codec == Codec::lz4 && d.raw_size > max_decoded_size(d.wire_size))
       invalid("buffer " + std::to_string(i) + ": " + std::to_string(d.wire_size) + " lz4 bytes cannot decode to " +
               std::to_string(d.raw_size));
@@ -124,8 +183,17 @@ Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, 
     std::size_t size = owner->size();
     return Buffer::take(std::move(owner), data, size, readonly);
   };
+  // Inline items are views of frame 0, which they keep alive together (no copy).
+  std::shared_ptr<zmq::message_t> frame0;
+  auto view_of_frame0 = [&](std::size_t offset, std::size_t size, bool readonly) {
+    if (!frame0) frame0 = std::make_shared<zmq::message_t>(std::move(frames[0]));
+    return Buffer::take(frame0, static_cast<std::byte*>(frame0->data()) + offset, size, readonly);
+  };
   Message m;
-  m.stream = own(frames[1], /*readonly=*/true);
+  if (stream_own_frame)
+    m.stream = own(frames[1], /*readonly=*/true);
+  else
+    m.stream = view_of_frame0(header.stream_offset, static_cast<std::size_t>(header.stream_size), /*readonly=*/true);
   m.buffers.reserve(n);
   // The sender's per-buffer item sizes, kept for whoever forwards or inspects the Message; left
   // empty (no allocation) when the peer knew none.
@@ -135,16 +203,23 @@ Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, 
     for (std::size_t j = 0; j < n; ++j) m.item_sizes[j] = header.buffers[j].item_size;
     break;
   }
+  next = stream_own_frame ? 2 : 1;
   for (std::size_t i = 0; i < n; ++i) {
     const BufferDescriptor& d = header.buffers[i];
     bool readonly = (d.flags & kReadonly) != 0;
+    if (d.flags & kInline) {
+      m.buffers.push_back(view_of_frame0(d.inline_offset, static_cast<std::size_t>(d.raw_size), readonly));
+      ledger.record_zero_copy(d.raw_size);
+      continue;
+    }
+    zmq::message_t& frame = frames[next++];
     if (d.codec == Codec::raw) {
-      m.buffers.push_back(own(frames[i + 2], readonly));
+      m.buffers.push_back(own(frame, readonly));
       ledger.record_zero_copy(d.raw_size);
     } else {
       Buffer out = Buffer::allocate(static_cast<std::size_t>(d.raw_size));
       try {
-        decompress(std::span<const std::byte>(static_cast<const std::byte*>(frames[i + 2].data()), frames[i + 2].size()),
+        decompress(std::span<const std::byte>(static_cast<const std::byte*>(frame.data()), frame.size()),
                    (d.flags & kShuffled) ? d.item_size : 0, std::span<std::byte>(out.mutable_data(), out.size()));
       } catch (const TransportError& e) {
         throw TransportError(std::string(e.what()) + " (buffer " + std::to_string(i) + ")");
@@ -190,9 +265,9 @@ bool recv_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames, std
       if (frames.size() == prefix) {
         // Keep as many frames as a header of this length describes (the count is trusted only when
         // the header frame is exactly as long as it says).
-        const auto count = announced_buffer_count(
+        const auto count = announced_frame_count(
             std::span<const std::byte>(static_cast<const std::byte*>(frame.data()), frame.size()));
-        limit = prefix + 2 + (count ? *count : 0);
+        limit = prefix + (count ? *count : 2);
       }
       frames.push_back(std::move(frame));
     } else {

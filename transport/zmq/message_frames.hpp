@@ -20,9 +20,13 @@ struct FrameWriter {
   bool compress = false;
   CompressionPolicy policy;
   bool accepts_lz4 = true;  // announced in the header
+  std::uint8_t version = 2;              // ZmqOptions::wire_version
+  std::size_t inline_max_bytes = 4096;   // version 2: ZmqOptions::inline_max_bytes
 
   explicit FrameWriter(const ZmqOptions& o);
-  // Appends header, stream and buffer frames to `frames`. Buffers with an owner travel zero-copy
+  // Throws TransportError (EINVAL) for a wire_version other than 1 or 2.
+  // Appends header, stream and buffer frames to `frames` (version 2: small stream and buffers
+  // copied into the header frame, ledger travelled_inline). Other buffers with an owner travel zero-copy
   // (the frame's free function drops a reference to the owner); borrowed buffers (Buffer::wrap,
   // no owner) are copied into ZeroMQ's memory (ledger: copied_borrowed_memory), because ZeroMQ
   // may still read a frame after send() returns. Returns the wire bytes.
@@ -32,10 +36,13 @@ struct FrameWriter {
 struct FrameReader {
   std::int64_t max_message_bytes = -1;  // total raw bytes a message may announce; -1: no limit
   explicit FrameReader(const ZmqOptions& o) : max_message_bytes(o.max_message_bytes) {}
-  // Validates the frames against their header and returns the Message; buffers are views owning
-  // their frames (or, for lz4 buffers, the memory they were decompressed into). Throws
-  // TransportError saying what the peer did wrong. `header_flags` receives the header's flags.
-  Message read(std::span<zmq::message_t> frames, CopyLedger& ledger, std::uint8_t* header_flags = nullptr) const;
+  // Validates the frames (wire version 1 or 2) against their header and returns the Message;
+  // buffers are views owning their frames (inline ones: views of the header frame, owning it),
+  // or, for lz4 buffers, the memory they were decompressed into. Throws
+  // TransportError saying what the peer did wrong. `header_flags` receives the header's flags
+  // (kAcceptsLz4), `version` the message's wire version.
+  Message read(std::span<zmq::message_t> frames, CopyLedger& ledger, std::uint8_t* header_flags = nullptr,
+               std::uint8_t* version = nullptr) const;
 };
 
 // Sends `frames` as one multipart message. Returns false when the first frame could not be

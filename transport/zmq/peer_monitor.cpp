@@ -25,7 +25,7 @@ std::string next_monitor_endpoint() {
 }  // namespace
 
 PeerMonitor::PeerMonitor(zmq::socket_t& watched, std::chrono::milliseconds grace)
-    : events_(context(), zmq::socket_type::pair), grace_(grace) {
+    : watched_(watched.handle()), events_(context(), zmq::socket_type::pair), grace_(grace) {
   std::string endpoint = next_monitor_endpoint();
   if (zmq_socket_monitor(watched.handle(), endpoint.c_str(), kEvents) != 0) throw zmq::error_t();
   events_.set(zmq::sockopt::linger, 0);
@@ -34,6 +34,12 @@ PeerMonitor::PeerMonitor(zmq::socket_t& watched, std::chrono::milliseconds grace
   events_.set(zmq::sockopt::rcvhwm, 0);
   events_.connect(endpoint);
 }
+
+// libzmq's side of the monitor is a PAIR socket whose sends block while it has no peer, and it
+// sends from the I/O thread (a DISCONNECTED while the closed socket lingers): with our end closed
+// first, that thread would block for good and every later connection of the process would hang.
+// So stop the monitor (closing libzmq's PAIR) before our end goes.
+PeerMonitor::~PeerMonitor() { zmq_socket_monitor(watched_, nullptr, 0); }
 
 void PeerMonitor::update() {
   zmq::message_t event, address;

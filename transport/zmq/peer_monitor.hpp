@@ -16,6 +16,10 @@ class PeerMonitor {
   // Starts monitoring `watched` (before it binds or connects, so no connection is missed). The
   // peer counts as gone once `watched` had at least one peer and has had none for `grace`.
   PeerMonitor(zmq::socket_t& watched, std::chrono::milliseconds grace);
+  // Stops the monitoring; the watched socket must still be open (declare the PeerMonitor after it).
+  ~PeerMonitor();
+  PeerMonitor(const PeerMonitor&) = delete;
+  PeerMonitor& operator=(const PeerMonitor&) = delete;
 
   // Applies the events queued so far. Never blocks.
   void update();
@@ -30,6 +34,7 @@ class PeerMonitor {
   std::chrono::milliseconds grace() const noexcept { return grace_; }
 
  private:
+  void* watched_;  // the monitored socket's handle
   zmq::socket_t events_;
   std::chrono::milliseconds grace_;
   int peers_ = 0;

@@ -3,6 +3,7 @@
 
 #include <zmq.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -84,6 +85,8 @@ void Request::reply(const Message& reply, Timeout timeout) {
   frames.push_back(id_frame(id_));
   FrameWriter writer = s.writer;
   writer.compress = writer.compress && accepts_lz4_;
+  // Negotiation: a client that wrote an older wire version gets its reply in that version.
+  writer.version = std::min(writer.version, wire_version_);
   std::uint64_t wire = writer.write(reply, frames, s.ledger);
   zmq_transport::set_send_timeout(s.socket, timeout ? timeout : s.options.send_timeout, s.send_timeout_ms);
   if (!zmq_transport::send_frames(s.socket, frames))
@@ -125,7 +128,7 @@ std::optional<Request> Server::recv(Timeout timeout) {
   r.identity_ = std::string(s.frames[0].to_string_view());
   r.id_ = read_id(s.frames[1]);
   std::uint8_t flags = 0;
-  r.message_ = s.reader.read(std::span<zmq::message_t>(s.frames).subspan(2), s.ledger, &flags);
+  r.message_ = s.reader.read(std::span<zmq::message_t>(s.frames).subspan(2), s.ledger, &flags, &r.wire_version_);
   r.accepts_lz4_ = (flags & zmq_transport::kAcceptsLz4) != 0;
   s.frames.clear();
   return r;

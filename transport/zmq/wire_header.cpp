@@ -27,20 +27,25 @@ T get(const std::byte*& p) noexcept {
   throw TransportError("zmq transport: invalid message from peer: " + what);
 }
 
+std::size_t fixed_bytes(std::uint8_t version) noexcept {
+  return version == kVersion1 ? kFixedHeaderBytes : kFixedHeaderBytesV2;
+}
+
 }  // namespace
 
 std::size_t encoded_size(const Header& header) noexcept {
-  return kFixedHeaderBytes + kPerBufferHeaderBytes * header.buffers.size();
+  return fixed_bytes(header.version) + kPerBufferHeaderBytes * header.buffers.size();
 }
 
 void encode(const Header& header, std::span<std::byte> out) noexcept {
   std::byte* p = out.data();
   std::memcpy(p, kMagic, sizeof kMagic);
   p += sizeof kMagic;
-  put<std::uint8_t>(p, kVersion);
+  put<std::uint8_t>(p, header.version);
   put<std::uint8_t>(p, header.flags);
   put<std::uint16_t>(p, 0);
   put<std::uint32_t>(p, static_cast<std::uint32_t>(header.buffers.size()));
+  if (header.version != kVersion1) put<std::uint64_t>(p, header.stream_size);
   for (const BufferDescriptor& b : header.buffers) {
     put<std::uint64_t>(p, b.raw_size);
     put<std::uint64_t>(p, b.wire_size);
@@ -51,12 +56,31 @@ void encode(const Header& header, std::span<std::byte> out) noexcept {
   }
 }
 
-std::optional<std::uint32_t> announced_buffer_count(std::span<const std::byte> frame) noexcept {
+std::optional<std::size_t> announced_frame_count(std::span<const std::byte> frame) noexcept {
   if (frame.size() < kFixedHeaderBytes) return std::nullopt;
+  const std::uint8_t version = static_cast<std::uint8_t>(frame[4]);
   const std::byte* p = frame.data() + kCountOffset;
-  const auto count = get<std::uint32_t>(p);
-  if (frame.size() != kFixedHeaderBytes + kPerBufferHeaderBytes * std::uint64_t(count)) return std::nullopt;
-  return count;
+  const std::uint64_t count = get<std::uint32_t>(p);
+  if (version != kVersion2) {
+    // Version 1 (and anything unknown, which decode() refuses): the frame is exactly the descriptors.
+    if (frame.size() != kFixedHeaderBytes + kPerBufferHeaderBytes * count) return std::nullopt;
+    return static_cast<std::size_t>(count + 2);
+  }
+  if (frame.size() < kFixedHeaderBytesV2 + kPerBufferHeaderBytes * count) return std::nullopt;
+  std::size_t frames = 1 + ((static_cast<std::uint8_t>(frame[5]) & kStreamOwnFrame) ? 1 : 0);
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const auto flags = static_cast<std::uint8_t>(frame[kFixedHeaderBytesV2 + kPerBufferHeaderBytes * i + 17]);
+    if (!(flags & kInline)) ++frames;
+  }
+  return frames;
+}
+
+std::size_t frames_after_header(const Header& header) noexcept {
+  if (header.version == kVersion1) return header.buffers.size() + 1;
+  std::size_t n = (header.flags & kStreamOwnFrame) ? 1 : 0;
+  for (const BufferDescriptor& b : header.buffers)
+    if (!(b.flags & kInline)) ++n;
+  return n;
 }
 
 Header decode(std::span<const std::byte> frame) {
@@ -66,19 +90,23 @@ Header decode(std::span<const std::byte> frame) {
   const std::byte* p = frame.data();
   if (std::memcmp(p, kMagic, sizeof kMagic) != 0) invalid("bad magic (expected \"PWZM\"; not a picklewire peer?)");
   p += sizeof kMagic;
-  auto version = get<std::uint8_t>(p);
-  if (version != kVersion)
-    invalid("wire format version " + std::to_string(version) + " is not supported (this build speaks version " +
-            std::to_string(kVersion) + ")");
   Header h;
+  h.version = get<std::uint8_t>(p);
+  if (h.version != kVersion1 && h.version != kVersion2)
+    invalid("wire format version " + std::to_string(h.version) + " is not supported (this build reads versions 1 and 2)");
+  const bool v2 = h.version == kVersion2;
   h.flags = get<std::uint8_t>(p);
-  if (h.flags & ~kKnownHeaderFlags) invalid("unknown header flags 0x" + std::to_string(h.flags));
+  const std::uint8_t known_header_flags = v2 ? (kAcceptsLz4 | kStreamOwnFrame) : kAcceptsLz4;
+  if (h.flags & ~known_header_flags) invalid("unknown header flags 0x" + std::to_string(h.flags));
   if (get<std::uint16_t>(p) != 0) invalid("nonzero reserved header field");
   auto count = get<std::uint32_t>(p);
-  // The count must match the frame's length exactly: never allocate for buffers that are not described.
-  if (announced_buffer_count(frame) != count)
+  // The count must agree with the frame's length: never allocate for buffers that are not described.
+  const std::uint64_t descriptors_end = fixed_bytes(h.version) + kPerBufferHeaderBytes * std::uint64_t(count);
+  if (v2 ? frame.size() < descriptors_end : frame.size() != descriptors_end)
     invalid("header announces " + std::to_string(count) + " buffers but its frame holds " +
             std::to_string(frame.size()) + " bytes");
+  if (v2) h.stream_size = get<std::uint64_t>(p);
+  const std::uint8_t known_buffer_flags = v2 ? (kReadonly | kShuffled | kInline) : (kReadonly | kShuffled);
   h.buffers.resize(count);
   for (std::uint32_t i = 0; i < count; ++i) {
     BufferDescriptor& b = h.buffers[i];
@@ -91,7 +119,7 @@ Header decode(std::span<const std::byte> frame) {
     std::string which = "buffer " + std::to_string(i) + ": ";
     if (codec > static_cast<std::uint8_t>(Codec::lz4)) invalid(which + "unknown codec " + std::to_string(codec));
     b.codec = static_cast<Codec>(codec);
-    if (b.flags & ~kKnownBufferFlags) invalid(which + "unknown buffer flags " + std::to_string(b.flags));
+    if (b.flags & ~known_buffer_flags) invalid(which + "unknown buffer flags " + std::to_string(b.flags));
     if (reserved != 0) invalid(which + "nonzero reserved field");
     if (b.codec == Codec::raw && b.raw_size != b.wire_size)
       invalid(which + "raw buffer with raw size " + std::to_string(b.raw_size) + " != wire size " +
@@ -99,7 +127,32 @@ Header decode(std::span<const std::byte> frame) {
     if (b.codec == Codec::raw && (b.flags & kShuffled)) invalid(which + "shuffled flag on an uncompressed buffer");
     if ((b.flags & kShuffled) && (b.item_size < 2 || b.item_size > 64))
       invalid(which + "shuffle item size " + std::to_string(b.item_size) + " outside 2..64");
+    if ((b.flags & kInline) && b.codec != Codec::raw) invalid(which + "inline buffer is not raw");
   }
+  if (!v2) return h;
+  // Version 2: the inline items must fill the rest of the frame exactly, padding zeroed. Each size
+  // is checked against what is left before it is added, so nothing overflows.
+  std::size_t pos = static_cast<std::size_t>(descriptors_end);
+  auto take = [&](std::uint64_t size, const std::string& what) {
+    if (size > frame.size() - pos)
+      invalid(what + " of " + std::to_string(size) + " inline bytes overruns the header frame of " +
+              std::to_string(frame.size()) + " bytes");
+    pos += static_cast<std::size_t>(size);
+  };
+  h.stream_offset = pos;
+  if (!(h.flags & kStreamOwnFrame)) take(h.stream_size, "the stream");
+  for (std::uint32_t i = 0; i < count; ++i) {
+    if (!(h.buffers[i].flags & kInline)) continue;
+    const std::size_t aligned = align_inline(pos);
+    if (aligned > frame.size()) invalid("buffer " + std::to_string(i) + ": inline padding overruns the header frame");
+    for (std::size_t k = pos; k < aligned; ++k)
+      if (frame[k] != std::byte{0}) invalid("nonzero padding byte at " + std::to_string(k) + " of the header frame");
+    pos = aligned;
+    h.buffers[i].inline_offset = pos;
+    take(h.buffers[i].wire_size, "buffer " + std::to_string(i));
+  }
+  if (pos != frame.size())
+    invalid("header frame holds " + std::to_string(frame.size() - pos) + " bytes beyond its inline items");
   return h;
 }
 

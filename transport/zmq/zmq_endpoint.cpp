@@ -26,6 +26,10 @@ class ZmqSender final : public detail::SenderImpl {
     // throws PeerGone. inproc:// has no connections to watch (and its peers die with the process).
     if (options.zmq.heartbeat.count() > 0 && !url.starts_with("inproc://"))
       monitor_.emplace(socket_, heartbeat_timeout(options.zmq));
+    // A connecting PUSH socket otherwise queues for a peer that may never come (and drops the queue
+    // at close): with immediate, send waits (and times out) until a receiver is connected. A bound
+    // one has pipes only for connected peers anyway.
+    if (!bind && options.zmq.immediate) socket_.set(zmq::sockopt::immediate, 1);
     configure_and_attach(socket_, url, bind, options.zmq);
   }
 
@@ -42,9 +46,14 @@ class ZmqSender final : public detail::SenderImpl {
     try {
       sent = monitor_ || interrupt_.active() ? send_polling(timeout) : send_within(timeout);
     } catch (const zmq::error_t& e) {
+      ++undelivered_;
       throw TransportError("zmq transport: send to " + url_ + " failed: " + e.what(), e.num());
+    } catch (const TransportError&) {  // PeerGone, Interrupted
+      ++undelivered_;
+      throw;
     }
     if (!sent) {
+      ++undelivered_;
       last_timeout_ = timeout;
       return false;
     }
@@ -61,7 +70,11 @@ class ZmqSender final : public detail::SenderImpl {
 
   Buffer allocate(std::size_t bytes) override { return Buffer::allocate(bytes); }
 
-  TransportStats stats() const override { return wire_stats(ledger_, wire_bytes_); }
+  TransportStats stats() const override {
+    TransportStats t = wire_stats(ledger_, wire_bytes_);
+    t.undelivered_messages = undelivered_;
+    return t;
+  }
   CopyLedger& ledger() override { return ledger_; }
 
  private:
@@ -70,14 +83,20 @@ class ZmqSender final : public detail::SenderImpl {
     return send_frames(socket_, frames_);
   }
 
-  // Sends without blocking whenever ZeroMQ has room; otherwise waits for room, a monitor event,
-  // the moment the last receiver has been gone for the grace period or the next interrupt check,
-  // whichever comes first. The frames are built once: waking up redoes no work.
+  // Sends without blocking whenever ZeroMQ has room; otherwise waits in ZeroMQ's own blocking send
+  // (which wakes the moment there is room: no zmq_poll round trip per full queue) in slices that
+  // end at the deadline, the moment the last receiver has been gone for the grace period, the
+  // next interrupt check, or kMonitorSlice, after which the monitor's events are applied. The
+  // frames are built once: waking up redoes no work.
   bool send_polling(Timeout timeout) {
     using Clock = PeerMonitor::Clock;
+    // Try first: a message ZeroMQ accepts at once went to a connected peer (immediate), so the
+    // monitor's events only matter while ZeroMQ has no room; they queue up meanwhile (rcvhwm 0)
+    // and are applied, in order, once a send has to wait.
+    set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
+    if (send_frames(socket_, frames_)) return true;
     std::optional<Clock::time_point> deadline;
     if (timeout) deadline = Clock::now() + *timeout;
-    set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
     for (;;) {
       Clock::time_point now = Clock::now();
       if (monitor_) {
@@ -87,19 +106,22 @@ class ZmqSender final : public detail::SenderImpl {
                          std::to_string(monitor_->grace().count()) +
                          " ms (the last one disconnected: its process died, or it missed heartbeats)");
       }
-      if (send_frames(socket_, frames_)) return true;
       if (deadline && now >= *deadline) return false;
       if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
       std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
-      if (monitor_)
+      if (monitor_) {
         if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
-      long wait_ms = -1;
-      if (wake) wait_ms = std::max<long>(1, std::chrono::ceil<std::chrono::milliseconds>(*wake - now).count());
-      zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLOUT, 0},
-                                 {monitor_ ? monitor_->events().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, monitor_ ? 2 : 1, std::chrono::milliseconds(wait_ms));
+        if (!wake || *wake > now + kMonitorSlice) wake = now + kMonitorSlice;
+      }
+      Timeout slice;
+      if (wake) slice = std::max(std::chrono::milliseconds(1), std::chrono::ceil<std::chrono::milliseconds>(*wake - now));
+      set_send_timeout(socket_, slice, send_timeout_ms_);
+      if (send_frames(socket_, frames_)) return true;
     }
   }
+
+  // How late a monitor event (a receiver leaving) may be applied while a send waits.
+  static constexpr std::chrono::milliseconds kMonitorSlice{100};
 
   std::string url_;
   zmq::socket_t socket_;
@@ -111,6 +133,7 @@ class ZmqSender final : public detail::SenderImpl {
   int send_timeout_ms_ = -1;
   InterruptCheck interrupt_;
   Timeout last_timeout_;
+  std::uint64_t undelivered_ = 0;
 };
 
 class ZmqReceiver final : public detail::ReceiverImpl {
@@ -145,15 +168,27 @@ class ZmqReceiver final : public detail::ReceiverImpl {
       if (!interrupt_.active() || (deadline && Clock::now() >= *deadline)) return std::nullopt;
       if (interrupt_.requested()) throw Interrupted("zmq transport: receive on " + url_ + " was interrupted");
     }
-    if (dropped)
-      throw TransportError("zmq transport: invalid message from peer: " + std::to_string(dropped) +
-                           " frames beyond what its header describes");
-    Message m = reader_.read(frames_, ledger_);
-    frames_.clear();
-    return m;
+    // A malformed message is counted and refused; the next recv serves the next message.
+    struct ClearFrames {
+      std::vector<zmq::message_t>& frames;
+      ~ClearFrames() { frames.clear(); }
+    } clear{frames_};
+    try {
+      if (dropped)
+        throw TransportError("zmq transport: invalid message from peer: " + std::to_string(dropped) +
+                             " frames beyond what its header describes");
+      return reader_.read(frames_, ledger_);
+    } catch (const TransportError&) {
+      ++malformed_;
+      throw;
+    }
   }
 
-  TransportStats stats() const override { return wire_stats(ledger_, wire_bytes_); }
+  TransportStats stats() const override {
+    TransportStats t = wire_stats(ledger_, wire_bytes_);
+    t.malformed_messages = malformed_;
+    return t;
+  }
   CopyLedger& ledger() override { return ledger_; }
 
  private:
@@ -165,6 +200,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
   std::uint64_t wire_bytes_ = 0;
   int recv_timeout_ms_ = -1;
   InterruptCheck interrupt_;
+  std::uint64_t malformed_ = 0;
 };
 
 }  // namespace
