@@ -470,23 +470,23 @@ class _Task:
         return _load_inline_task, (st.ctx(), stream, buffers)
 
 
-def _load_shm_result(key, tag, nbytes, nbuffers, copied, stream_bytes):
+def _load_shm_result(key, tag, nbytes, nbuffers, copied, stream_bytes, small=0):
     """Unpickled by the executor's result thread: the result travelled through the results channel."""
     with _callers_lock:
         st = _callers.get(key)
     if st is None or st.results_rx is None:
         raise RuntimeError(f"picklewire.futures: result for an executor that is closed ({key})")
     stream, buffers = st.take_result(tag)
-    st.from_workers.oob(stream_bytes, 0, nbuffers, nbytes, copied, nbytes - copied)
+    st.from_workers.oob(stream_bytes, small, nbuffers, nbytes, copied, nbytes - copied)
     return pickle.loads(stream, buffers=buffers)
 
 
-def _load_inline_result(key, stream, buffers=(), reason=None, nbytes=0):
+def _load_inline_result(key, stream, small=0, buffers=(), reason=None, nbytes=0):
     """Unpickled by the executor's result thread: the result came through the pipe."""
     with _callers_lock:
         st = _callers.get(key)
     if st is not None:
-        st.from_workers.inband(len(stream) + nbytes, 0, reason, nbytes, len(buffers))
+        st.from_workers.inband(len(stream) + nbytes, small, reason, nbytes, len(buffers))
         if reason == "inband_no_channel":
             st.bind_results_in_background()  # large results are coming: the next ones go through shm
     return pickle.loads(stream, buffers=buffers)
@@ -633,13 +633,13 @@ class _Result:
         small = [0]
         stream, large, nbytes = _pickle_oob(self.value, w.threshold, small)
         if not large:
-            return _load_inline_result, (w.key, stream)
-        reason = self._send(stream, large, nbytes)
+            return _load_inline_result, (w.key, stream, small[0]) if small[0] else (w.key, stream)
+        reason = self._send(stream, large, nbytes, small[0])
         if isinstance(reason, tuple):
             return reason
-        return _load_inline_result, (w.key, stream, _inline_buffers(large), reason, nbytes)
+        return _load_inline_result, (w.key, stream, small[0], _inline_buffers(large), reason, nbytes)
 
-    def _send(self, stream, large, nbytes):
+    def _send(self, stream, large, nbytes, small):
         """The ticket of the result sent through shm, or the reason it must go in-band."""
         w = self.worker
         if w.results_name is None:
@@ -661,7 +661,7 @@ class _Result:
             return "inband_segment_full"
         except picklewire.Error:
             return "inband_transport_error"
-        return _load_shm_result, (w.key, tag, nbytes, len(large), copied, len(stream))
+        return _load_shm_result, (w.key, tag, nbytes, len(large), copied, len(stream), small)
 
 
 def empty(shape, dtype="float64", order="C"):
