@@ -46,12 +46,14 @@ caller process is gone.
 
 import atexit
 import collections
+import copyreg
 import io
 import itertools
 import os
 import pickle
 import threading
 import time
+import types
 import weakref
 from concurrent.futures import process as _cf_process
 from multiprocessing import util as _mp_util
@@ -161,6 +163,40 @@ def _new_key():
 # Pickling with out-of-band buffers
 
 
+# Objects that never carry an out-of-band buffer: a task made of these only (the common tiny task)
+# is handed to the standard pickling as is, with no probing pickle pass.
+_PLAIN = frozenset({int, float, bool, type(None), complex, str, bytes})
+_PLAIN_FUNCTIONS = frozenset({types.FunctionType, types.BuiltinFunctionType})
+
+
+def _plain_call(fn, args, kwargs):
+    if type(fn) not in _PLAIN_FUNCTIONS:
+        return False
+    for a in args:
+        if type(a) not in _PLAIN:
+            return False
+    for a in kwargs.values():
+        if type(a) not in _PLAIN:
+            return False
+    return True
+
+
+_dispatch = [None, None]  # (sizes of the two tables it was built from, the table)
+
+
+def _dispatch_table():
+    """ForkingPickler's reducers over copyreg's, rebuilt only when either table grew.
+
+    ForkingPickler itself copies both tables on every construction, which costs more than
+    pickling a small task."""
+    key = (len(copyreg.dispatch_table), len(ForkingPickler._extra_reducers))
+    if _dispatch[0] != key:
+        table = dict(copyreg.dispatch_table)
+        table.update(ForkingPickler._extra_reducers)
+        _dispatch[:] = [key, table]
+    return _dispatch[1]
+
+
 def _pickle_oob(obj, threshold, ledger_small):
     """(stream, [PickleBuffer >= threshold], their total bytes), by multiprocessing's ForkingPickler."""
     large = []
@@ -179,7 +215,9 @@ def _pickle_oob(obj, threshold, ledger_small):
         return True
 
     f = io.BytesIO()
-    ForkingPickler(f, 5, True, route).dump(obj)  # its __init__ takes positional arguments only
+    pickler = pickle.Pickler(f, 5, buffer_callback=route)
+    pickler.dispatch_table = _dispatch_table()  # what multiprocessing's ForkingPickler pickles with
+    pickler.dump(obj)
     ledger_small[0] += sizes[1]
     return f.getvalue(), large, sizes[0]
 
@@ -449,6 +487,9 @@ class _Task:
 
     def __reduce__(self):  # runs in the call queue's feeder thread, in the caller
         st = self.state
+        if _plain_call(self.fn, self.args, self.kwargs):
+            st.to_workers.inband(0, 0)
+            return _load_plain_task, (st.ctx(), self.fn, self.args, self.kwargs)
         small = [0]
         stream, large, nbytes = _pickle_oob((self.fn, self.args, self.kwargs), st.threshold, small)
         if not large:
@@ -479,6 +520,14 @@ def _load_shm_result(key, tag, nbytes, nbuffers, copied, stream_bytes, small=0):
     stream, buffers = st.take_result(tag)
     st.from_workers.oob(stream_bytes, small, nbuffers, nbytes, copied, nbytes - copied)
     return pickle.loads(stream, buffers=buffers)
+
+
+def _load_plain_result(key, value):
+    """Unpickled by the executor's result thread: a scalar result, pickled by the standard machinery."""
+    st = _callers.get(key)
+    if st is not None:
+        st.from_workers.inband(0, 0)
+    return value
 
 
 def _load_inline_result(key, stream, small=0, buffers=(), reason=None, nbytes=0):
@@ -596,6 +645,10 @@ class _LoadedTask:
         self.fn, self.args, self.kwargs = call
 
 
+def _load_plain_task(ctx, fn, args, kwargs):
+    return _LoadedTask(_worker_for(ctx), (fn, args, kwargs))
+
+
 def _load_inline_task(ctx, stream, buffers=()):
     return _LoadedTask(_worker_for(ctx), pickle.loads(stream, buffers=buffers))
 
@@ -630,6 +683,8 @@ class _Result:
 
     def __reduce__(self):  # runs in the worker, inside result_queue.put
         w = self.worker
+        if type(self.value) in _PLAIN:
+            return _load_plain_result, (w.key, self.value)
         small = [0]
         stream, large, nbytes = _pickle_oob(self.value, w.threshold, small)
         if not large:
@@ -724,7 +779,8 @@ class ProcessPoolExecutor(_cf_process.ProcessPoolExecutor):
         return future
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        manager_thread = self._executor_manager_thread
+        # The standard shutdown forgets its manager thread; a second shutdown() must still wait for it.
+        manager_thread = self._executor_manager_thread or self._picklewire.manager_thread
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         self._picklewire.close_after(manager_thread)
 
