@@ -154,7 +154,7 @@ def main():
                 print(f"roundtrip 64 MiB  {kind:9s} {ctx:10s} {res['gbps']:8.3f} GB/s", flush=True)
     if "tiny" in args.workloads:
         for ctx in args.contexts[:1]:
-            for kind in ("std", "pw", "std", "pw"):  # interleaved: the machine's load drifts
+            for kind in ("std", "pw") * 3:  # interleaved: the machine's load drifts
                 res = tiny(kind, ctx, 5)
                 results["tiny"].setdefault(f"{kind}/{ctx}", []).append(res["tasks_per_s"])
                 print(f"tiny x2000        {kind:9s} {ctx:10s} {res['tasks_per_s']:8.0f} tasks/s", flush=True)

@@ -57,11 +57,15 @@ class _OurExecutor:
     executor_type = pwfutures.ProcessPoolExecutor
 
 
-_MIXINS = {
-    "Fork": tcf.ProcessPoolForkMixin,
-    "Forkserver": tcf.ProcessPoolForkserverMixin,
-    "Spawn": tcf.ProcessPoolSpawnMixin,
+_ALL_MIXINS = {
+    "fork": ("Fork", tcf.ProcessPoolForkMixin),
+    "forkserver": ("Forkserver", tcf.ProcessPoolForkserverMixin),
+    "spawn": ("Spawn", tcf.ProcessPoolSpawnMixin),
 }
+# All three by default (~170 s on a 2-core machine, mostly the suite's own sleeps); a comma-separated
+# subset narrows the run.
+_CONTEXTS = os.environ.get("PICKLEWIRE_FUTURES_CPYTHON_CONTEXTS", "fork,spawn,forkserver").split(",")
+_MIXINS = dict(_ALL_MIXINS[c.strip()] for c in _CONTEXTS if c.strip())
 # Every class of the file that CPython runs with a process pool.
 _TEST_CLASSES = [
     tcf.InitializerMixin,
@@ -82,8 +86,10 @@ del _tests, _ctx_name, _mixin, _name
 
 def test_every_class_runs_our_executor():
     """The substitution took: the classes above build picklewire's executor, not the standard one."""
-    cls = globals()["TestPicklewireSpawnProcessPoolExecutorTest"]
-    assert cls.executor_type is pwfutures.ProcessPoolExecutor
+    for ctx_name in _MIXINS:
+        cls = globals()[f"TestPicklewire{ctx_name}ProcessPoolExecutorTest"]
+        assert cls.executor_type is pwfutures.ProcessPoolExecutor
+        assert cls("test_submit").executor_type is pwfutures.ProcessPoolExecutor
     assert tcf.futures.ProcessPoolExecutor is pwfutures.ProcessPoolExecutor
     generated = [n for n in globals() if n.startswith("TestPicklewire")]
     assert len(generated) == len(_TEST_CLASSES) * len(_MIXINS)
