@@ -315,6 +315,7 @@ class _CallerChannels:
         self.manager_thread = None
         self.closing = False
         self.closed = False
+        self.owner_pid = os.getpid()
 
     # ---- channels
 
@@ -432,6 +433,8 @@ class _CallerChannels:
 
         Called once the executor's workers have exited. Objects already received stay valid: a
         closed receiver's memory is released when the last view of it is gone."""
+        if os.getpid() != self.owner_pid:
+            return  # a forked child's copy (its atexit, a finalizer): the channels are the parent's
         with self.lock:
             if self.closed:
                 return
@@ -567,6 +570,8 @@ class _WorkerChannels:
         _mp_util.Finalize(None, self.close, exitpriority=100)
 
     def close(self):
+        if os.getpid() != self.pid:
+            return  # a copy inherited by a process this worker forked: the channels are the worker's
         for endpoint in (self.arg_rx, self.results_tx, self.requests_tx):
             if endpoint is not None:
                 endpoint.close()

@@ -295,3 +295,27 @@ def test_killed_caller_channels_are_found_by_picklewire_shm_clean():
         assert ms.shm_files(f"pwfut-{pid}-") == []
     finally:
         ms.remove_shm_files(f"pwfut-{pid}-")
+
+
+def test_a_forked_child_exiting_leaves_the_parents_channels_alone(no_leftovers):
+    """A child forked by the caller runs the caller's exit hooks: they must not close its channels."""
+    a = np.arange(1 << 17, dtype=np.float64)
+    ex = executor()
+    try:
+        np.testing.assert_array_equal(ex.submit(fs.echo, a).result(timeout=60), a)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                pwf._close_all_callers()  # what the child's atexit would run
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert ms.shm_files(ex._picklewire.key)  # still bound
+        # Were the channels closed, the worker would wait for a reply that never comes.
+        np.testing.assert_array_equal(ex.submit(fs.echo, a).result(timeout=60), a)
+    except BaseException:
+        for p in ex._processes.values():
+            p.kill()
+        raise
+    finally:
+        ex.shutdown(wait=True)
