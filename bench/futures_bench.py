@@ -13,10 +13,13 @@ bound by one task of the same kind; the timed part is the steady state a long-li
   tiny        2000 `submit(add, i, 1)` then wait for all; tasks per second (median).
   map         `for r in ex.map(double, arrays): ...` over 64 arrays of 16 MiB with 2 workers
               (each result is a new 16 MiB array, consumed and dropped); GB/s of input data.
+  sizes       the round trip of `roundtrip` at 16 KiB .. 4 MiB, std and pw (first context only):
+              where the default inband_threshold (64 KiB) sits.
 
 Usage:
   PYTHONPATH=build/python /usr/bin/python3 bench/futures_bench.py [--workloads roundtrip tiny map]
         [--contexts fork spawn forkserver] [--json out.json] [--plot docs/futures_bench.png]
+        [--replot out.json --plot docs/futures_bench.png]
 """
 
 import argparse
@@ -115,6 +118,26 @@ def tiny(kind, ctx, repeats, count=2000):
     return {"tasks_per_s": statistics.median(rates), "repeats": repeats}
 
 
+def sizes(kind, ctx, sizes_bytes, repeats=15):
+    """Seconds per `submit(identity, a).result()` for each size (median), one executor for all."""
+    ex = make_executor(kind, ctx)
+    out = {}
+    try:
+        for nbytes in sizes_bytes:
+            a = np.ones(nbytes // 8)
+            for _ in range(2):
+                ex.submit(identity, a).result()
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                ex.submit(identity, a).result()
+                times.append(time.perf_counter() - t)
+            out[nbytes] = statistics.median(times)
+    finally:
+        close(kind, ex)
+    return out
+
+
 def map_arrays(kind, ctx, repeats, count=64, size=16 * MiB):
     arrays = [np.full(size // 8, i, dtype=np.float64) for i in range(count)]
     ex = make_executor(kind, ctx)
@@ -139,13 +162,19 @@ def map_arrays(kind, ctx, repeats, count=64, size=16 * MiB):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workloads", nargs="+", default=["roundtrip", "tiny", "map"])
+    ap.add_argument("--workloads", nargs="+", default=["roundtrip", "tiny", "map", "sizes"])
     ap.add_argument("--contexts", nargs="+", default=["fork", "spawn", "forkserver"])
     ap.add_argument("--json")
     ap.add_argument("--plot")
+    ap.add_argument("--replot", metavar="JSON", help="only redraw --plot from the --json of an earlier run")
     args = ap.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            results = json.load(f)["results"]
+        plot(results, args.contexts, args.plot)
+        return
 
-    results = {"roundtrip": {}, "tiny": {}, "map": {}}
+    results = {"roundtrip": {}, "tiny": {}, "map": {}, "sizes": {}}
     if "roundtrip" in args.workloads:
         for ctx in args.contexts:
             for kind, repeats in (("std", 4), ("joblib", 4), ("pw", 15), ("pw-empty", 15)):
@@ -164,6 +193,15 @@ def main():
                 res = map_arrays(kind, ctx, repeats)
                 results["map"][f"{kind}/{ctx}"] = res
                 print(f"map 64x16 MiB     {kind:9s} {ctx:10s} {res['gbps']:8.3f} GB/s", flush=True)
+
+    if "sizes" in args.workloads:
+        ladder = [16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20]
+        for kind in ("std", "pw"):
+            results["sizes"][kind] = sizes(kind, args.contexts[0], ladder)
+        for nbytes in ladder:
+            std, pw = results["sizes"]["std"][nbytes], results["sizes"]["pw"][nbytes]
+            print(f"roundtrip {nbytes >> 10:6d} KiB  std {std * 1e3:8.3f} ms  pw {pw * 1e3:8.3f} ms  {std / pw:6.2f}x",
+                  flush=True)
 
     summary = summarise(results, args.contexts)
     for line in summary:
@@ -212,7 +250,7 @@ def plot(results, contexts, path):
     ax.set_yscale("log")
     ax.set_ylabel("GB/s (log)")
     ax.set_title("64 MiB array round trip, submit(identity, a).result()")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4)
 
     ax = axes[1]
     ctx = contexts[0]

@@ -15,9 +15,10 @@ How a task travels
 The standard executor pickles `(fn, args, kwargs)` in the call queue's feeder thread and the
 result in the worker, at the default protocol, and pushes all bytes through a pipe. Here both are
 pickled at protocol 5 with a `buffer_callback` (by multiprocessing's ForkingPickler, so the same
-objects pickle as before). Buffers smaller than `inband_threshold` stay in the stream; when none is
-larger, the stream rides the pipe as before (a tiny task costs one extra small pickle pass). When
-some are larger:
+objects pickle as before). Buffers smaller than `inband_threshold` stay in the stream; when the
+others total less than MIN_OOB_MESSAGE_BYTES (128 KiB), they are attached as bytes and everything
+rides the pipe as before (a task or result made of scalars skips even the protocol-5 pass). When
+they total more:
 
 * results (worker -> caller): the caller binds one results channel `shm://<key>-r` that every
   worker connects to. The worker sends `(tag, stream) + buffers` there (one copy into pre-faulted,
@@ -61,10 +62,14 @@ from multiprocessing.reduction import ForkingPickler
 
 import picklewire
 
-__all__ = ["ProcessPoolExecutor", "empty", "DEFAULT_INBAND_THRESHOLD", "DEFAULT_CAPACITY"]
+__all__ = ["ProcessPoolExecutor", "empty", "DEFAULT_INBAND_THRESHOLD", "MIN_OOB_MESSAGE_BYTES", "DEFAULT_CAPACITY"]
 
-# Below ~64 KiB the pipe is as fast as a pull round trip plus a copy into shared memory.
-DEFAULT_INBAND_THRESHOLD = 64 * 1024
+# Buffers smaller than this stay in the pickle stream (as with picklewire.Sender).
+DEFAULT_INBAND_THRESHOLD = 4096
+# A task or result goes through shared memory only when its out-of-band buffers total at least
+# this: below it, the pipe beats a trip through shared memory (measured by bench/futures_bench.py
+# `sizes`: std 0.26 ms vs 0.35 ms at 64 KiB, 1.1 ms vs 0.31 ms at 256 KiB).
+MIN_OOB_MESSAGE_BYTES = 128 * 1024
 # Per channel (the caller's results channel, each worker's argument channel), pre-faulted at bind.
 DEFAULT_CAPACITY = 256 * 1024 * 1024
 
@@ -498,6 +503,9 @@ class _Task:
         if not large:
             st.to_workers.inband(len(stream), small[0])
             return _load_inline_task, (st.ctx(), stream)
+        if nbytes < MIN_OOB_MESSAGE_BYTES:
+            st.to_workers.inband(len(stream) + nbytes, small[0] + nbytes)
+            return _load_inline_task, (st.ctx(), stream, _inline_buffers(large))
         # A large argument usually means a large result: have the results channel ready.
         st.bind_results()
         if st.start_service():
@@ -694,6 +702,8 @@ class _Result:
         stream, large, nbytes = _pickle_oob(self.value, w.threshold, small)
         if not large:
             return _load_inline_result, (w.key, stream, small[0]) if small[0] else (w.key, stream)
+        if nbytes < MIN_OOB_MESSAGE_BYTES:
+            return _load_inline_result, (w.key, stream, small[0] + nbytes, _inline_buffers(large), None, nbytes)
         reason = self._send(stream, large, nbytes, small[0])
         if isinstance(reason, tuple):
             return reason
@@ -753,7 +763,8 @@ class ProcessPoolExecutor(_cf_process.ProcessPoolExecutor):
     """concurrent.futures.ProcessPoolExecutor whose large arguments and results go through shared memory.
 
     inband_threshold: buffers (numpy array data, PickleBuffer) smaller than this many bytes are
-        pickled in-band and travel through the pipe like everything of the standard executor.
+        pickled in-band. The others go through shared memory when they total at least
+        MIN_OOB_MESSAGE_BYTES (128 KiB) in one task or result; below that, the pipe is faster.
     capacity: bytes of each shared-memory channel (the caller's results channel and, once a
         worker received a large argument, that worker's argument channel). Channels are bound on
         first need and pre-faulted then. A result larger than `capacity`, or one that finds the

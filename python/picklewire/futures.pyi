@@ -8,12 +8,13 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 DEFAULT_INBAND_THRESHOLD: int
+MIN_OOB_MESSAGE_BYTES: int
 DEFAULT_CAPACITY: int
 
 class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     def __init__(self, max_workers: Optional[int] = None, mp_context: Optional[BaseContext] = None,
                  initializer: Optional[Callable[..., object]] = None, initargs: tuple[Any, ...] = (),
-                 max_tasks_per_child: Optional[int] = None, *, inband_threshold: int = 65536,
+                 max_tasks_per_child: Optional[int] = None, *, inband_threshold: int = 4096,
                  capacity: int = 268435456) -> None: ...
     def stats(self) -> dict[str, dict[str, Any]]: ...
 

@@ -319,3 +319,16 @@ def test_a_forked_child_exiting_leaves_the_parents_channels_alone(no_leftovers):
         raise
     finally:
         ex.shutdown(wait=True)
+
+
+def test_medium_payloads_ride_the_pipe(no_leftovers):
+    """Buffers above inband_threshold that total less than MIN_OOB_MESSAGE_BYTES go in-band, intact."""
+    parts = {"a": np.arange(4096, dtype=np.int64), "b": np.ones((64, 64), np.float32)}  # 32 KiB + 16 KiB
+    with executor() as ex:
+        back = ex.submit(fs.echo, parts).result()
+        ms.assert_same(parts, back)
+        st = ex.stats()
+        assert ms.shm_files(ex._picklewire.key) == []
+    for direction in ("to_workers", "from_workers"):
+        assert st[direction]["inband_messages"] == 1 and st[direction]["oob_messages"] == 0
+        assert st[direction]["copied_bytes"] == {"inband_below_threshold": 48 * 1024}
