@@ -237,6 +237,9 @@ class _Ledger:
 
     def __init__(self):
         self.lock = threading.Lock()
+        # Messages of scalars only; one thread writes it (the feeder thread for tasks, the result
+        # thread for results), so it takes no lock: it is counted on the tiny tasks' hot path.
+        self.plain_messages = 0
         self.messages = 0
         self.inband_messages = 0
         self.oob_messages = 0
@@ -277,8 +280,8 @@ class _Ledger:
     def as_dict(self):
         with self.lock:
             return {
-                "messages": self.messages,
-                "inband_messages": self.inband_messages,
+                "messages": self.messages + self.plain_messages,
+                "inband_messages": self.inband_messages + self.plain_messages,
                 "oob_messages": self.oob_messages,
                 "inband_bytes": self.inband_bytes,
                 "oob_buffers": self.oob_buffers,
@@ -321,6 +324,7 @@ class _CallerChannels:
         self.closing = False
         self.closed = False
         self.owner_pid = os.getpid()
+        self._ctx = None
 
     # ---- channels
 
@@ -359,7 +363,11 @@ class _CallerChannels:
             return True
 
     def ctx(self):
-        return (self.key, self.results_name, self.threshold, self.capacity)
+        """What a task ticket tells its worker (rebuilt only when the results channel appears)."""
+        ctx = self._ctx
+        if ctx is None or ctx[1] != self.results_name:
+            ctx = self._ctx = (self.key, self.results_name, self.threshold, self.capacity)
+        return ctx
 
     # ---- arguments: the pull service
 
@@ -372,12 +380,21 @@ class _CallerChannels:
                 if self.closing:
                     return
                 continue
-            except picklewire.Error:
-                return
+            except Exception:  # a request we cannot read: no worker can be told, serve the others
+                if self.closing:
+                    return
+                continue
             try:
                 self._answer(tag, pid, name)
-            except picklewire.Error:
+            except picklewire.PeerGone:
                 pass  # the worker died: the executor notices through its sentinel
+            except Exception:
+                # Whatever went wrong, the worker must not wait for a reply forever: it gives up
+                # on the task, which breaks the pool as an unreadable task does.
+                try:
+                    self._sender_for(pid, name).send_message(tag.to_bytes(_HEADER, "little") + bytes([_REPLY_UNKNOWN]))
+                except Exception:
+                    pass
 
     def _sender_for(self, pid, name):
         known = self.senders.get(pid)
@@ -496,7 +513,7 @@ class _Task:
     def __reduce__(self):  # runs in the call queue's feeder thread, in the caller
         st = self.state
         if _plain_call(self.fn, self.args, self.kwargs):
-            st.to_workers.inband(0, 0)
+            st.to_workers.plain_messages += 1
             return _load_plain_task, (st.ctx(), self.fn, self.args, self.kwargs)
         small = [0]
         stream, large, nbytes = _pickle_oob((self.fn, self.args, self.kwargs), st.threshold, small)
@@ -537,7 +554,7 @@ def _load_plain_result(key, value):
     """Unpickled by the executor's result thread: a scalar result, pickled by the standard machinery."""
     st = _callers.get(key)
     if st is not None:
-        st.from_workers.inband(0, 0)
+        st.from_workers.plain_messages += 1
     return value
 
 
