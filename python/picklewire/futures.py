@@ -237,8 +237,8 @@ class _Ledger:
 
     def __init__(self):
         self.lock = threading.Lock()
-        # Messages of scalars only; one thread writes it (the feeder thread for tasks, the result
-        # thread for results), so it takes no lock: it is counted on the tiny tasks' hot path.
+        # Messages of scalars only, pickled by the standard machinery (no stream of ours). The
+        # result thread alone counts results, without the lock (the tiny tasks' hot path).
         self.plain_messages = 0
         self.messages = 0
         self.inband_messages = 0
@@ -312,7 +312,6 @@ class _CallerChannels:
         self.to_workers = _Ledger()
         self.from_workers = _Ledger()
         self.results_rx = None
-        self.results_name = None  # carried by every task ticket once bound
         self.results_binding = False
         self.requests_rx = None
         self.service = None
@@ -324,7 +323,7 @@ class _CallerChannels:
         self.closing = False
         self.closed = False
         self.owner_pid = os.getpid()
-        self._ctx = None
+        self._ctx = (key, threshold, capacity)
 
     # ---- channels
 
@@ -337,7 +336,6 @@ class _CallerChannels:
                 self.results_rx = picklewire.Receiver.bind(f"shm://{self.key}-r", capacity=self.capacity)
             except picklewire.Error:
                 return False
-            self.results_name = f"{self.key}-r"
             return True
 
     def bind_results_in_background(self):
@@ -363,11 +361,8 @@ class _CallerChannels:
             return True
 
     def ctx(self):
-        """What a task ticket tells its worker (rebuilt only when the results channel appears)."""
-        ctx = self._ctx
-        if ctx is None or ctx[1] != self.results_name:
-            ctx = self._ctx = (self.key, self.results_name, self.threshold, self.capacity)
-        return ctx
+        """What a worker needs to know of its executor (the initializer and every ticket carry it)."""
+        return self._ctx
 
     # ---- arguments: the pull service
 
@@ -512,9 +507,6 @@ class _Task:
 
     def __reduce__(self):  # runs in the call queue's feeder thread, in the caller
         st = self.state
-        if _plain_call(self.fn, self.args, self.kwargs):
-            st.to_workers.plain_messages += 1
-            return _load_plain_task, (st.ctx(), self.fn, self.args, self.kwargs)
         small = [0]
         stream, large, nbytes = _pickle_oob((self.fn, self.args, self.kwargs), st.threshold, small)
         if not large:
@@ -575,6 +567,7 @@ def _load_inline_result(key, stream, small=0, buffers=(), reason=None, nbytes=0)
 
 _workers = {}  # key -> _WorkerChannels (a worker serves one executor, but stay general)
 _current = None  # the _WorkerChannels of the task running in this process (for empty())
+_this_worker = None  # set by _init_worker in every worker process
 
 
 class _WorkerChannels:
@@ -583,7 +576,6 @@ class _WorkerChannels:
         self.threshold = threshold
         self.capacity = capacity
         self.caller = _parse_key_owner(key)
-        self.results_name = None
         self.results_tx = None
         self.requests_tx = None
         self.arg_rx = None
@@ -602,17 +594,18 @@ class _WorkerChannels:
                 endpoint.close()
         self.arg_rx = self.results_tx = self.requests_tx = None
 
-    def see(self, results_name):
-        if results_name is not None and results_name != self.results_name:
-            if self.results_tx is not None:
-                self.results_tx.close()
-            self.results_tx = None
-            self.results_name = results_name
-
     def results_sender(self):
-        if self.results_tx is None and self.results_name is not None:
-            # send_timeout bounds allocate() (empty()) on a full channel; sends pass their own.
-            self.results_tx = picklewire.Sender.connect(f"shm://{self.results_name}", send_timeout=2.0)
+        """The Sender of the caller's results channel, or None while the caller has not bound it.
+
+        The caller binds it on first need (a large argument, or a first large result that had to
+        travel in-band); a failed attempt costs one failed shm_open, so the worker just tries again
+        at its next large result."""
+        if self.results_tx is None:
+            try:
+                # send_timeout bounds allocate() (empty()) on a full channel; sends pass their own.
+                self.results_tx = picklewire.Sender.connect(f"shm://{self.key}-r", send_timeout=2.0)
+            except picklewire.Error:
+                return None
         return self.results_tx
 
     def caller_alive(self):
@@ -659,12 +652,19 @@ class _WorkerChannels:
 
 
 def _worker_for(ctx):
-    key, results_name, threshold, capacity = ctx
+    key, threshold, capacity = ctx
     w = _workers.get(key)
     if w is None:
         w = _workers[key] = _WorkerChannels(key, threshold, capacity)
-    w.see(results_name)
     return w
+
+
+def _init_worker(ctx, initializer, initargs):
+    """The initializer the standard executor runs in every worker: ours, then the user's."""
+    global _this_worker
+    _this_worker = _worker_for(ctx)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 class _LoadedTask:
@@ -673,10 +673,6 @@ class _LoadedTask:
     def __init__(self, worker, call):
         self.worker = worker
         self.fn, self.args, self.kwargs = call
-
-
-def _load_plain_task(ctx, fn, args, kwargs):
-    return _LoadedTask(_worker_for(ctx), (fn, args, kwargs))
 
 
 def _load_inline_task(ctx, stream, buffers=()):
@@ -689,6 +685,18 @@ def _load_pulled_task(ctx, tag, nbytes):
     w = _worker_for(ctx)
     stream, buffers = w.pull(tag, nbytes)
     return _LoadedTask(w, pickle.loads(stream, buffers=buffers))
+
+
+def _run_plain(fn, /, *args, **kwargs):
+    """What the worker runs for a task of scalars: submitted as is, its result wrapped on the way back."""
+    global _current
+    worker = _this_worker
+    previous, _current = _current, worker
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        _current = previous
+    return _Result(result, worker)
 
 
 def _run_task(task):
@@ -729,13 +737,13 @@ class _Result:
     def _send(self, stream, large, nbytes, small):
         """The ticket of the result sent through shm, or the reason it must go in-band."""
         w = self.worker
-        if w.results_name is None:
-            return "inband_no_channel"
         total = nbytes + len(stream) + _HEADER
         if total + _SLACK > w.capacity:
             return "inband_exceeds_capacity"
+        tx = w.results_sender()
+        if tx is None:
+            return "inband_no_channel"
         try:
-            tx = w.results_sender()
             st = tx.stats()
             if st["capacity"] - st["bytes_in_use"] < total + _SLACK:
                 return "inband_segment_full"
@@ -760,9 +768,9 @@ def empty(shape, dtype="float64", order="C"):
     import numpy as np
 
     w = _current
-    if w is not None and w.results_name is not None:
+    tx = w.results_sender() if w is not None else None
+    if tx is not None:
         try:
-            tx = w.results_sender()
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             st = tx.stats()
             if st["capacity"] - st["bytes_in_use"] >= nbytes + _SLACK:
@@ -801,12 +809,23 @@ class ProcessPoolExecutor(_cf_process.ProcessPoolExecutor):
         with _callers_lock:
             _callers[state.key] = state
         self._picklewire = state
+        # The standard executor validated the user's initializer and passes these two attributes
+        # to every worker it starts: ours runs first and tells the worker which executor it serves.
+        self._initializer = _init_worker
+        self._initargs = (state.ctx(), initializer, initargs)
         # Dropped without shutdown(): the standard manager thread shuts the workers down; close
         # our channels after it.
         weakref.finalize(self, _close_when_collected, state)
 
     def submit(self, fn, /, *args, **kwargs):
-        future = super().submit(_run_task, _Task(self._picklewire, fn, args, kwargs))
+        st = self._picklewire
+        if _plain_call(fn, args, kwargs):
+            # Nothing to send out-of-band: the standard pickling as is (the tiny tasks' hot path).
+            with st.to_workers.lock:
+                st.to_workers.plain_messages += 1
+            future = super().submit(_run_plain, fn, *args, **kwargs)
+        else:
+            future = super().submit(_run_task, _Task(st, fn, args, kwargs))
         if self._picklewire.manager_thread is None:
             self._picklewire.manager_thread = self._executor_manager_thread
         return future

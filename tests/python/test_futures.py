@@ -332,3 +332,20 @@ def test_medium_payloads_ride_the_pipe(no_leftovers):
     for direction in ("to_workers", "from_workers"):
         assert st[direction]["inband_messages"] == 1 and st[direction]["oob_messages"] == 0
         assert st[direction]["copied_bytes"] == {"inband_below_threshold": 48 * 1024}
+
+
+def test_small_arguments_large_results_find_the_channel(no_leftovers):
+    """A pool that only ever gets scalar arguments: the first large result travels in-band (no
+    channel yet) and makes the caller bind one; the workers find it and later results are zero-copy."""
+    with executor() as ex:
+        first = ex.submit(fs.make_with_empty, (1 << 20,), "uint8", 1).result()
+        assert (first == 1).all() and not on_results_channel(first.ctypes.data, ex)
+        assert ex.stats()["from_workers"]["copies"] == {"inband_no_channel": 1}
+        deadline = time.monotonic() + 60
+        while not ms.shm_files(f"{ex._picklewire.key}-r"):  # bound in the background
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for value in (2, 3, 4):  # both workers, whichever runs which
+            r = ex.submit(fs.make_with_empty, (1 << 20,), "uint8", value).result()
+            assert (r == value).all() and on_results_channel(r.ctypes.data, ex)
+        assert ex.stats()["from_workers"]["zero_copy_bytes"] == 3 << 20
