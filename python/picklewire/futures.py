@@ -17,8 +17,9 @@ result in the worker, at the default protocol, and pushes all bytes through a pi
 pickled at protocol 5 with a `buffer_callback` (by multiprocessing's ForkingPickler, so the same
 objects pickle as before). Buffers smaller than `inband_threshold` stay in the stream; when the
 others total less than MIN_OOB_MESSAGE_BYTES (128 KiB), they are attached as bytes and everything
-rides the pipe as before (a task or result made of scalars skips even the protocol-5 pass). When
-they total more:
+rides the pipe as before. A task of scalars is submitted as it is (the executor's own worker
+initializer tells each worker which executor it serves), and a scalar result skips the protocol-5
+pass too: tiny tasks cost what they cost in the standard executor. When they total more:
 
 * results (worker -> caller): the caller binds one results channel `shm://<key>-r` that every
   worker connects to. The worker sends `(tag, stream) + buffers` there (one copy into pre-faulted,
