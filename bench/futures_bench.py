@@ -206,6 +206,7 @@ def main():
     summary = summarise(results, args.contexts)
     for line in summary:
         print(line)
+    print(markdown(results, args.contexts))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "summary": summary}, f, indent=1, default=str)
@@ -230,6 +231,40 @@ def summarise(results, contexts):
             m = results["map"]
             out.append(f"map {ctx}: pw {m[f'pw/{ctx}']['gbps'] / m[f'std/{ctx}']['gbps']:.1f}x std")
     return out
+
+
+def markdown(results, contexts):
+    """The run as the tables of docs/performance.md."""
+    lines = []
+    rt = results["roundtrip"]
+    if rt:
+        lines += ["| 64 MiB round trip | " + " | ".join(contexts) + " |", "|---|" + "---|" * len(contexts)]
+        for kind in ("std", "joblib", "pw", "pw-empty"):
+            cells = []
+            for ctx in contexts:
+                r = rt.get(f"{kind}/{ctx}")
+                cells.append(f"{r['gbps']:.3f} GB/s ({r['gbps'] / rt[f'std/{ctx}']['gbps']:.1f}x std)" if r else "")
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    ctx = contexts[0]
+    if results["tiny"]:
+        runs = {k: results["tiny"].get(f"{k}/{ctx}", []) for k in ("std", "pw")}
+        lines += ["", f"| 2000 tiny tasks ({ctx}) | tasks/s, each interleaved round | median | pw / std |", "|---|---|---|---|"]
+        for k in ("std", "pw"):
+            ratio = statistics.median(runs["pw"]) / statistics.median(runs["std"]) if k == "pw" else 1.0
+            lines.append(f"| {k} | {', '.join(f'{v:.0f}' for v in runs[k])} | {statistics.median(runs[k]):.0f} | {ratio:.2f}x |")
+    if results["map"]:
+        m = results["map"]
+        lines += ["", f"| map over 64 x 16 MiB, 2 workers ({ctx}) | seconds | GB/s of input | pw / std |", "|---|---|---|---|"]
+        for k in ("std", "pw"):
+            r = m[f"{k}/{ctx}"]
+            lines.append(f"| {k} | {r['seconds']:.2f} | {r['gbps']:.3f} | {r['gbps'] / m[f'std/{ctx}']['gbps']:.1f}x |")
+    if results["sizes"]:
+        sz = results["sizes"]
+        lines += ["", f"| round trip by size ({ctx}) | std ms | pw ms | pw / std |", "|---|---|---|---|"]
+        for nbytes in sz["std"]:
+            std, pw = sz["std"][nbytes], sz["pw"][nbytes]
+            lines.append(f"| {int(nbytes) >> 10} KiB | {std * 1e3:.3f} | {pw * 1e3:.3f} | {std / pw:.2f}x |")
+    return "\n".join(lines)
 
 
 def plot(results, contexts, path):
