@@ -229,8 +229,10 @@ def _pickle_oob(obj, threshold, ledger_small):
 
 
 def _inline_buffers(large):
-    """The fallback: the large buffers as bytes, pickled in-band (one copy each, counted)."""
-    return [bytes(pb.raw()) for pb in large]
+    """The buffers, copied to travel in-band (counted by the callers). bytearray, not bytes: the
+    arrays rebuilt on them must stay writable, as with the standard executor (a buffer pickled
+    read-only still arrives read-only: its READONLY_BUFFER marker says so)."""
+    return [bytearray(pb.raw()) for pb in large]
 
 
 class _Ledger:

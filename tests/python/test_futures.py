@@ -324,11 +324,18 @@ def test_a_forked_child_exiting_leaves_the_parents_channels_alone(no_leftovers):
 def test_medium_payloads_ride_the_pipe(no_leftovers):
     """Buffers above inband_threshold that total less than MIN_OOB_MESSAGE_BYTES go in-band, intact."""
     parts = {"a": np.arange(4096, dtype=np.int64), "b": np.ones((64, 64), np.float32)}  # 32 KiB + 16 KiB
+    frozen = np.arange(20000, dtype=np.float64)  # 160 KiB, read-only: goes out-of-band, stays read-only
+    frozen.flags.writeable = False
     with executor() as ex:
-        back = ex.submit(fs.echo, parts).result()
+        back, worker_homes = ex.submit(fs.echo_with_homes, parts).result()
         ms.assert_same(parts, back)
+        assert worker_homes == [(None, True), (None, True)]  # private, writable copies in the worker
+        assert back["a"].flags.writeable and back["b"].flags.writeable
         st = ex.stats()
         assert ms.shm_files(ex._picklewire.key) == []
+        ro_back, ro_homes = ex.submit(fs.echo_with_homes, frozen).result()
+        np.testing.assert_array_equal(ro_back, frozen)
+        assert not ro_homes[0][1] and not ro_back.flags.writeable
     for direction in ("to_workers", "from_workers"):
         assert st[direction]["inband_messages"] == 1 and st[direction]["oob_messages"] == 0
         assert st[direction]["copied_bytes"] == {"inband_below_threshold": 48 * 1024}
