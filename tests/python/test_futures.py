@@ -21,6 +21,7 @@ import pytest
 import futures_support as fs
 import module_support as ms
 from conftest import CLI
+import picklewire
 from picklewire import futures as pwf
 
 OUR_PREFIX = f"pwfut-{os.getpid()}-"  # every channel of an executor made by this process
@@ -214,9 +215,18 @@ def test_worker_killed_holding_a_result_slot(tmp_path, no_leftovers):
         flag = str(tmp_path / "started")
         f = ex.submit(fs.signal_then_sleep, flag, None, 60, hold_shm_bytes=8 << 20)
         pid = _wait_for(flag)
+        results = ex.stats()["channels"]["results"]
+        assert results["slots_in_use"] == 1 and results["bytes_in_use"] >= 8 << 20  # the worker's empty()
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(concurrent.futures.process.BrokenProcessPool):
             f.result(timeout=60)
+        # The results channel's receiver reclaims a dead sender's slots while it waits.
+        rx = ex._picklewire.results_rx
+        deadline = time.monotonic() + 30
+        while ex.stats()["channels"]["results"]["slots_in_use"]:
+            assert time.monotonic() < deadline, ex.stats()["channels"]["results"]
+            with pytest.raises(picklewire.TimeoutError):
+                rx.recv_message(timeout=0.3)
     finally:
         ex.shutdown(wait=True)
     gc.collect()

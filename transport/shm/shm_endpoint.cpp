@@ -464,7 +464,6 @@ class ShmReceiver final : public detail::ReceiverImpl {
     const auto start = Clock::now();
     const auto deadline = deadline_for(timeout, start);
     const auto spin_until = start + spin_window();
-    auto last_reap = start;
     for (;;) {
       if (anything_queued()) {
         if (std::optional<Message> m = take()) {
@@ -492,8 +491,9 @@ class ShmReceiver final : public detail::ReceiverImpl {
         }
         continue;
       }
-      if (now - last_reap >= kReapPeriod) {
-        last_reap = now;
+      // Across calls: Python waits in 50 ms slices, so a per-call clock would never reach the period.
+      if (now - last_reap_ >= kReapPeriod) {
+        last_reap_ = now;
         channel_->reap_dead_senders();
       }
       h.receiver_waiting.store(1);
@@ -711,6 +711,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
   pid_t pid_;
   CopyLedger ledger_;
   std::chrono::nanoseconds last_wait_{kMaxAdaptiveSpin + std::chrono::microseconds(1)};  // see spin_window()
+  Clock::time_point last_reap_{};  // when recv() last reclaimed dead senders' slots
   // take()'s scratch, reused so that a warm receiver allocates only the Message and its leases.
   struct PendingLease {
     std::uint32_t slot;
