@@ -51,9 +51,18 @@ class ShmReceiver final : public detail::ReceiverImpl {
   TransportStats stats() const override { return endpoint_stats(*channel_, ledger_); }
 
  private:
+  // Reclaims dead senders' slots at most every kReapPeriod, counted across calls: a caller that
+  // polls (timeout 0) or waits in short slices must reach it too, not only one long wait.
+  void reap_if_due(Clock::time_point now) {
+    if (now < next_reap_) return;
+    next_reap_ = now + kReapPeriod;
+    channel_->reap_dead_senders();
+  }
+
   // recv() when nothing is queued yet: out of line, so that the fast path above stays small.
   [[gnu::noinline]] std::optional<Message> wait_for_message(Timeout timeout) {
     const auto start = Clock::now();
+    reap_if_due(start);
     SegmentHeader& h = channel_->header();
     std::optional<Message> out;
     const WaitOutcome outcome = wait_until(
@@ -61,7 +70,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
         [&] { return anything_queued() && (out = take()).has_value(); },
         [this](std::uint32_t) { return anything_queued(); },
         [this] {
-          channel_->reap_dead_senders();
+          reap_if_due(Clock::now());
           return false;  // freeing slots brings no message
         });
     switch (outcome) {
@@ -245,6 +254,7 @@ class ShmReceiver final : public detail::ReceiverImpl {
   pid_t pid_;
   CopyLedger ledger_;
   std::chrono::nanoseconds last_wait_{kMaxAdaptiveSpin + std::chrono::microseconds(1)};  // see spin_window()
+  Clock::time_point next_reap_{};  // see reap_if_due()
   // take()'s scratch, reused so that a warm receiver allocates only the Message and its leases.
   struct PendingLease {
     std::uint32_t slot;
