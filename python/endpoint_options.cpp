@@ -69,6 +69,7 @@ const char* zmq_keyword_given(const EndpointKeywords& k) {
   if (k.heartbeat != d.heartbeat) return "heartbeat";
   if (k.heartbeat_timeout != d.heartbeat_timeout) return "heartbeat_timeout";
   if (k.linger != d.linger) return "linger";
+  if (k.immediate != d.immediate) return "immediate";
   if (k.curve_server_secret_key_file) return "curve_server_secret_key_file";
   if (k.curve_server_public_key_file) return "curve_server_public_key_file";
   if (k.curve_client_secret_key_file) return "curve_client_secret_key_file";
@@ -149,6 +150,7 @@ EndpointOptions to_endpoint_options(const std::string& url, const EndpointKeywor
   if (o.zmq.heartbeat_timeout.count() > 0 && o.zmq.heartbeat.count() == 0)
     bad("heartbeat_timeout= needs heartbeat= (the interval of the heartbeats whose absence it times)");
   o.zmq.linger = to_timeout(k.linger, "linger");
+  o.zmq.immediate = k.immediate;
   o.zmq.curve_server_secret_key_file = key_file(k.curve_server_secret_key_file);
   o.zmq.curve_server_public_key_file = key_file(k.curve_server_public_key_file);
   o.zmq.curve_client_secret_key_file = key_file(k.curve_client_secret_key_file);

@@ -21,27 +21,37 @@ namespace picklewire::python {
 
 using KeyFile = std::optional<std::filesystem::path>;
 
-// Every keyword, named and defaulted as Python sees it; docs/python.md "Options" says what each does.
+// The C++ defaults, which the keywords' defaults are read from (one owner: endpoint_options.hpp).
+inline const EndpointOptions& library_defaults() {
+  static const EndpointOptions defaults;
+  return defaults;
+}
+inline double seconds_of(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
+
+// Every keyword, named as Python sees it and defaulted to the C++ library's default (in seconds
+// where C++ has a duration); docs/python.md "Options" says what each does.
 struct EndpointKeywords {
-  std::int64_t inband_threshold = 4096;
+  std::int64_t inband_threshold = static_cast<std::int64_t>(library_defaults().inband_threshold);
   std::optional<double> send_timeout;
   // shm://
-  std::int64_t capacity = 256 << 20;
-  std::int64_t slot_count = 4096;
-  std::int64_t ring_capacity = 1024;
-  std::int64_t lane_count = 64;
-  double spin = 50e-6;
-  bool prefault = true;
+  std::int64_t capacity = static_cast<std::int64_t>(library_defaults().shm.capacity);
+  std::int64_t slot_count = library_defaults().shm.slot_count;
+  std::int64_t ring_capacity = library_defaults().shm.ring_capacity;
+  std::int64_t lane_count = library_defaults().shm.lane_count;
+  double spin = seconds_of(library_defaults().shm.spin);
+  bool prefault = library_defaults().shm.prefault;
   // ZeroMQ (tcp://, ipc://, inproc://)
-  bool compress = false;
-  std::int64_t compress_min_bytes = 64 * 1024;
-  bool shuffle = true;
-  std::int64_t send_hwm = 1000;
-  std::int64_t recv_hwm = 1000;
-  std::int64_t max_message_bytes = -1;
-  double heartbeat = 0.0;
-  double heartbeat_timeout = 0.0;
-  std::optional<double> linger = 30.0;
+  bool compress = library_defaults().zmq.compress;
+  std::int64_t compress_min_bytes = static_cast<std::int64_t>(library_defaults().zmq.compress_min_bytes);
+  bool shuffle = library_defaults().zmq.shuffle;
+  std::int64_t send_hwm = library_defaults().zmq.send_hwm;
+  std::int64_t recv_hwm = library_defaults().zmq.recv_hwm;
+  std::int64_t max_message_bytes = library_defaults().zmq.max_message_bytes;
+  double heartbeat = seconds_of(library_defaults().zmq.heartbeat);
+  double heartbeat_timeout = seconds_of(library_defaults().zmq.heartbeat_timeout);
+  std::optional<double> linger =
+      library_defaults().zmq.linger ? std::optional<double>(seconds_of(*library_defaults().zmq.linger)) : std::nullopt;
+  bool immediate = library_defaults().zmq.immediate;
   KeyFile curve_server_secret_key_file;
   KeyFile curve_server_public_key_file;
   KeyFile curve_client_secret_key_file;
@@ -70,7 +80,8 @@ void def_endpoint_factory(Class& cls, const char* name, EndpointRole role, Open 
                    std::int64_t capacity, std::int64_t slot_count, std::int64_t ring_capacity, std::int64_t lane_count,
                    double spin, bool prefault, bool compress, std::int64_t compress_min_bytes, bool shuffle,
                    std::int64_t send_hwm, std::int64_t recv_hwm, std::int64_t max_message_bytes, double heartbeat,
-                   double heartbeat_timeout, std::optional<double> linger, KeyFile curve_server_secret_key_file,
+                   double heartbeat_timeout, std::optional<double> linger, bool immediate,
+                   KeyFile curve_server_secret_key_file,
                    KeyFile curve_server_public_key_file, KeyFile curve_client_secret_key_file,
                    KeyFile curve_client_public_key_file, KeyFile curve_authorized_clients_file) {
         const EndpointKeywords k{inband_threshold,
@@ -90,6 +101,7 @@ void def_endpoint_factory(Class& cls, const char* name, EndpointRole role, Open 
                                  heartbeat,
                                  heartbeat_timeout,
                                  linger,
+                                 immediate,
                                  std::move(curve_server_secret_key_file),
                                  std::move(curve_server_public_key_file),
                                  std::move(curve_client_secret_key_file),
@@ -105,7 +117,7 @@ void def_endpoint_factory(Class& cls, const char* name, EndpointRole role, Open 
       arg("compress") = d.compress, arg("compress_min_bytes") = d.compress_min_bytes, arg("shuffle") = d.shuffle,
       arg("send_hwm") = d.send_hwm, arg("recv_hwm") = d.recv_hwm, arg("max_message_bytes") = d.max_message_bytes,
       arg("heartbeat") = d.heartbeat, arg("heartbeat_timeout") = d.heartbeat_timeout, arg("linger") = d.linger,
-      arg("curve_server_secret_key_file") = d.curve_server_secret_key_file,
+      arg("immediate") = d.immediate, arg("curve_server_secret_key_file") = d.curve_server_secret_key_file,
       arg("curve_server_public_key_file") = d.curve_server_public_key_file,
       arg("curve_client_secret_key_file") = d.curve_client_secret_key_file,
       arg("curve_client_public_key_file") = d.curve_client_public_key_file,

@@ -44,7 +44,7 @@ class Sender:
         spin: float = 5e-05, prefault: bool = True,
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
-        heartbeat: float = 0.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 30.0,
+        heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Sender: ...
@@ -54,7 +54,7 @@ class Sender:
         spin: float = 5e-05, prefault: bool = True,
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
-        heartbeat: float = 0.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 30.0,
+        heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Sender: ...
@@ -80,7 +80,7 @@ class Receiver:
         spin: float = 5e-05, prefault: bool = True,
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
-        heartbeat: float = 0.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 30.0,
+        heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Receiver: ...
@@ -90,7 +90,7 @@ class Receiver:
         spin: float = 5e-05, prefault: bool = True,
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
-        heartbeat: float = 0.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 30.0,
+        heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Receiver: ...

@@ -43,7 +43,8 @@ def test_factories_share_one_typed_signature():
         assert signature_line(factory).endswith(f"-> picklewire._picklewire.{returned}"), signature_line(factory)
     assert expected.startswith("url: str, *, inband_threshold: int = 4096, send_timeout: Optional[float] = None")
     for keyword in ["capacity: int = 268435456", "spin: float = 5e-05", "compress: bool = False",
-                    "heartbeat: float = 0.0", "heartbeat_timeout: float = 0.0", "linger: Optional[float] = 30.0",
+                    "heartbeat: float = 1.0", "heartbeat_timeout: float = 0.0", "linger: Optional[float] = 1.0",
+                    "immediate: bool = True",
                     "curve_server_secret_key_file: Optional[os.PathLike] = None",
                     "curve_authorized_clients_file: Optional[os.PathLike] = None"]:
         assert keyword in expected, keyword
@@ -85,8 +86,9 @@ def assert_for_python_users(message):
 @pytest.mark.parametrize("factory, url_kind, keywords, names", [
     ("Sender.connect", "shm", {"compress": True}, ["compress", "ZeroMQ"]),
     ("Receiver.bind", "shm", {"compress": True}, ["compress", "ZeroMQ"]),
-    ("Receiver.bind", "shm", {"linger": 1.0}, ["linger", "ZeroMQ"]),
-    ("Receiver.bind", "shm", {"heartbeat": 1.0}, ["heartbeat", "ZeroMQ"]),
+    ("Receiver.bind", "shm", {"linger": 2.0}, ["linger", "ZeroMQ"]),
+    ("Receiver.bind", "shm", {"heartbeat": 2.0}, ["heartbeat", "ZeroMQ"]),
+    ("Receiver.bind", "shm", {"immediate": False}, ["immediate", "ZeroMQ"]),
     ("Receiver.bind", "shm", {"curve_server_secret_key_file": "/nonexistent"}, ["curve_server_secret_key_file"]),
     ("Sender.connect", "shm", {"capacity": 1 << 20}, ["capacity", "Receiver.bind"]),
     ("Receiver.bind", "tcp", {"capacity": 1 << 20}, ["capacity", "shm://"]),
@@ -96,7 +98,7 @@ def assert_for_python_users(message):
     ("Receiver.bind", "ipc", {"send_timeout": 1e300}, ["send_timeout", "1e9"]),
     ("Receiver.bind", "ipc", {"inband_threshold": -1}, ["inband_threshold"]),
     ("Receiver.bind", "ipc", {"heartbeat": -1.0}, ["heartbeat"]),
-    ("Receiver.bind", "ipc", {"heartbeat_timeout": 2.0}, ["heartbeat_timeout", "heartbeat="]),
+    ("Receiver.bind", "ipc", {"heartbeat": 0.0, "heartbeat_timeout": 2.0}, ["heartbeat_timeout", "heartbeat="]),
     ("Receiver.bind", "ipc", {"linger": -0.5}, ["linger"]),
     ("Receiver.bind", "ipc", {"send_hwm": -1}, ["send_hwm"]),
     ("Receiver.bind", "ipc", {"max_message_bytes": -2}, ["max_message_bytes"]),
@@ -213,9 +215,10 @@ def test_linger_bounds_how_long_exit_waits_for_queued_messages(linger, url_for):
     """A message queued for a receiver that never comes: linger=0 drops it at exit, linger=None
     waits for it forever (the child is still alive after the parent gave up waiting)."""
     url = url_for("tcp")  # nobody listens there
+    # immediate=False: queue for a peer that is not connected (by default a send would time out).
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import picklewire
-        tx = picklewire.Sender.connect({url!r}, linger={linger!r})
+        tx = picklewire.Sender.connect({url!r}, linger={linger!r}, immediate=False)
         tx.send("queued, never delivered", timeout=5)
         tx.close()
         print("closed", flush=True)
@@ -247,4 +250,4 @@ def test_typing_stub_matches_the_extension():
         stub_keywords = [(a.arg, ast.literal_eval(d)) for a, d in zip(stub_def.args.kwonlyargs, stub_def.args.kw_defaults)]
         runtime = re.findall(r"(\w+): [^=,]+(?:\[[^\]]*\])? = ([^,]+)", keywords_of(factory))
         runtime_keywords = [(k, ast.literal_eval(v) if v != "None" else None) for k, v in runtime]
-        assert len(runtime_keywords) == 22 and stub_keywords == runtime_keywords, qualified
+        assert len(runtime_keywords) == 23 and stub_keywords == runtime_keywords, qualified

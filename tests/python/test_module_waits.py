@@ -182,7 +182,10 @@ def test_send_timeout_is_one_wait_and_gives_the_slot_back(url_for):
         with pytest.raises(picklewire.TimeoutError) as caught:
             tx.send(np.full(1 << 20, 9, np.uint8), timeout=0.3)
         assert caught.value.errno == __import__("errno").ETIMEDOUT
-        assert copies_into_segment(tx) == 2  # the timed-out message never counted as sent
+        # The ledger counts a copy when it is made: the timed-out message paid its one copy-in, but
+        # it is not counted as a message sent.
+        assert copies_into_segment(tx) == 3
+        assert tx.stats()["messages"] == 2
         assert [rx.recv(timeout=10)[0] for _ in range(2)] == [0, 1]
         with pytest.raises(picklewire.TimeoutError):
             rx.recv(timeout=0.05)  # the timed-out message was not published
