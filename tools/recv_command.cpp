@@ -19,6 +19,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "progress.hpp"
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/repr.hpp"
@@ -34,7 +35,9 @@ struct RecvArgs {
   std::string url;
   std::string out_dir;
   std::uint64_t count = 0;  // 0: unlimited
-  double timeout_seconds = -1;
+  std::optional<double> timeout_seconds;  // exit after this long without a message; none: wait
+  std::uint64_t capacity = 0;             // shm: heap bytes of the channel; 0: the library's default
+  bool quiet = false;
   bool bind = false;
   bool connect = false;
   std::size_t max_chars = std::size_t(256) << 20;  // as `picklewire repr --max-chars`
@@ -55,31 +58,36 @@ void run(const RecvArgs& a) {
   sigaction(SIGTERM, &sa, nullptr);
 
   if (!a.out_dir.empty()) std::filesystem::create_directories(a.out_dir);
-  const EndpointOptions options = a.endpoint.options(a.url);
+  EndpointOptions options = a.endpoint.options(a.url);
+  if (a.capacity) {
+    if (a.url.rfind("shm://", 0) != 0) throw UsageError("--capacity applies to shm:// URLs, not " + a.url);
+    options.shm.capacity = a.capacity;
+  }
+  // One wait per message, however long; a stop signal ends it through the interrupt check.
+  options.interrupt = [] { return g_stop != 0; };
   Receiver receiver = a.connect ? Receiver::connect(a.url, options) : Receiver::bind(a.url, options);
-  using Clock = std::chrono::steady_clock;
-  const auto idle_limit = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.timeout_seconds));
-  auto last = Clock::now();
+  Timeout idle_limit;
+  if (a.timeout_seconds)
+    idle_limit = std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double>(*a.timeout_seconds));
   std::uint64_t n = 0, unreadable = 0, malformed = 0;
-  // Short waits so that a stop signal is noticed promptly even when nothing arrives.
+  Progress progress("received", a.count, a.quiet || a.out_dir.empty());  // repr lines go to the terminal
   while (!g_stop && (a.count == 0 || n < a.count)) {
     std::optional<Message> m;
     try {
-      m = receiver.recv(std::chrono::milliseconds(50));
+      m = receiver.recv(idle_limit);
+    } catch (const Interrupted&) {
+      break;  // SIGINT / SIGTERM
     } catch (const TransportError& e) {
       // A malformed message (EPROTO) was refused and the next recv serves the next one; anything
       // else (PeerGone, a closed socket) ends the command.
       if (e.code() != EPROTO) throw;
       ++malformed;
+      progress.finish();
       std::cerr << "recv: malformed message refused: " << e.what() << std::endl;
-      last = Clock::now();
       continue;
     }
-    if (!m) {
-      if (a.timeout_seconds >= 0 && Clock::now() - last >= idle_limit) break;
-      continue;
-    }
-    last = Clock::now();
+    if (!m) break;  // --timeout seconds without a message
+    progress.add(m->stream.size() + m->out_of_band_bytes());
     if (!a.out_dir.empty()) {
       std::filesystem::path dir(a.out_dir);
       write_bytes(dir / (std::to_string(n) + ".pkl"), m->stream);
@@ -99,6 +107,7 @@ void run(const RecvArgs& a) {
     }
     ++n;
   }
+  progress.finish();
   a.endpoint.report("receiver", receiver.stats());
   if (malformed || unreadable)
     throw Error(std::to_string(n) + " message(s) received; " + std::to_string(malformed) + " malformed message(s) refused, " +
@@ -113,7 +122,11 @@ void add_recv_command(CLI::App& app) {
   cmd->add_option("url", args->url, "shm://NAME, tcp://HOST:PORT, ipc://PATH")->required();
   cmd->add_option("--out", args->out_dir, "write DIR/N.pkl and DIR/N.K.bin per message");
   cmd->add_option("--count", args->count, "exit after N messages");
-  cmd->add_option("--timeout", args->timeout_seconds, "exit after S seconds without a message");
+  cmd->add_option("--timeout", args->timeout_seconds, "exit after S seconds without a message (default: wait)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--capacity", args->capacity, "shm://: bytes of the channel's buffer heap (units: 64MiB, 1GiB...)")
+      ->transform(CLI::AsSizeValue(false));
+  cmd->add_flag("--quiet", args->quiet, "no progress line on the terminal (with --out)");
   auto* b = cmd->add_flag("--bind", args->bind, "bind the URL (the default)");
   cmd->add_flag("--connect", args->connect, "connect to the URL (zmq only)")->excludes(b);
   cmd->add_option("--max-chars", args->max_chars, "longest repr line to print (default 256 MiB)");

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "progress.hpp"
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
 
@@ -44,6 +45,7 @@ struct SendArgs {
   // message to the receiver, or heartbeats declared the receiver dead (ZmqOptions' 1 s default
   // would drop a slow receiver's backlog, uncounted, and exit 0).
   double linger_seconds = -1;  // -1: forever
+  bool quiet = false;
   EndpointFlags endpoint;
 };
 
@@ -81,10 +83,13 @@ void run(const SendArgs& a) {
   Message m;
   m.stream = read_into(sender, a.stream_file, true);
   for (const std::string& f : a.buffer_files) m.buffers.push_back(read_into(sender, f, true));
+  Progress progress("sent", a.count, a.quiet || a.count < 2);
   for (std::uint64_t i = 0; i < a.count; ++i) {
     try {
       sender.send(m);
+      progress.add(m.stream.size() + m.out_of_band_bytes());
     } catch (const TransportError& e) {  // TimeoutError, PeerGone, Interrupted, a socket error
+      progress.finish();
       a.endpoint.report("sender", sender.stats());
       const std::string what = dynamic_cast<const PeerGone*>(&e) ? "the receiver is gone" : "not delivered";
       throw Error("send: " + what + ": " + std::to_string(a.count - i) + " of " + std::to_string(a.count) +
@@ -104,7 +109,9 @@ void add_send_command(CLI::App& app) {
   cmd->add_option("--buffer", args->buffer_files, "an out-of-band buffer's bytes (repeat, in order)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--count", args->count, "send the message N times (default 1)");
-  cmd->add_option("--timeout", args->timeout_seconds, "seconds to wait for room per message (default: forever)");
+  cmd->add_flag("--quiet", args->quiet, "no progress line on the terminal");
+  cmd->add_option("--timeout", args->timeout_seconds, "seconds to wait for room per message (default: forever)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--linger", args->linger_seconds,
                   "ZeroMQ: seconds the exit waits for queued messages to leave (default -1: until they have, or "
                   "heartbeats declare the receiver dead); what is still queued then is dropped uncounted")

@@ -119,3 +119,44 @@ def test_bench_shows_progress_on_a_terminal_only(url_for, cli):
     quiet = subprocess.run(["script", "-qec", f"{cli} bench {url} --size 4KiB --count 2000 --quiet", "/dev/null"],
                            capture_output=True, timeout=120)
     assert quiet.returncode == 0 and b"bench: sent" not in quiet.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["recv", "shm://x", "--timeout", "-1"],
+    ["send", "shm://x", "/dev/null", "--timeout", "-1"],
+    ["recv", "tcp://127.0.0.1:5999", "--capacity", "1MiB"],
+])
+def test_negative_timeouts_and_misplaced_capacity_are_usage_errors(args):
+    r = run_cli(args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+
+
+def test_recv_capacity_sizes_the_channel_and_timeout_ends_an_idle_wait(url_for):
+    import picklewire
+
+    url = url_for("shm", "capacity")
+    # --capacity sizes the shm channel: a sender sees it in its stats.
+    import subprocess
+    import time
+
+    from conftest import CLI
+
+    cli = subprocess.Popen([str(CLI), "recv", url, "--capacity", "3MiB", "--timeout", "1", "--count", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + 20
+        while True:
+            try:
+                tx = picklewire.Sender.connect(url)
+                break
+            except picklewire.TransportError:
+                assert time.monotonic() < end, "recv never bound its channel"
+                time.sleep(0.05)
+        assert tx.stats()["capacity"] == 3 << 20
+        tx.close()
+        # Nothing is sent: --timeout 1 ends the idle wait and the command exits 0.
+        assert cli.wait(30) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
