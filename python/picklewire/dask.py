@@ -711,15 +711,19 @@ class PicklewireComm(_tcp.TCP):
                     stream._total_write_index += chunk.nbytes
             stream.write(b"")
         except StreamClosedError as e:
-            self.stream = None
-            self._closed = True
-            self._release()
-            if not sys.is_finalizing():
-                _tcp.convert_stream_closed_error(self, e)
+            self._stream_closed(e)
         except BaseException:
             self.abort()
             raise
         return total + sum(sizes[i] for i in shm_index)
+
+    def _stream_closed(self, e):
+        """The socket closed under a read or write: this comm is closed; raises CommClosedError."""
+        self.stream = None
+        self._closed = True
+        self._release()
+        if not sys.is_finalizing():
+            _tcp.convert_stream_closed_error(self, e)
 
     # -- read
 
@@ -735,11 +739,7 @@ class PicklewireComm(_tcp.TCP):
                 n = await stream.read_into(chunk)
                 assert n == chunk.nbytes, (n, chunk.nbytes)
         except StreamClosedError as e:
-            self.stream = None
-            self._closed = True
-            self._release()
-            if not sys.is_finalizing():
-                _tcp.convert_stream_closed_error(self, e)
+            self._stream_closed(e)
         except BaseException:
             # Cancelled or failed half way: what is left on the socket cannot be trusted (Dask's
             # TCP comm does the same, GitHub dask/distributed#4133).

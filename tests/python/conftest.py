@@ -115,3 +115,9 @@ def url_for(tmp_path):
     for url in made:
         if url.startswith("shm://"):
             ms.remove_shm_files(url[len("shm://"):])
+
+
+def pytest_configure(config):
+    # Marks used by the peers' suites we import (distributed's test_comms.py).
+    for mark in ("gpu: needs a GPU (Dask's own suite)", "flaky: retried by pytest-rerunfailures in Dask's suite"):
+        config.addinivalue_line("markers", mark)
