@@ -6,7 +6,7 @@
 //   latency:    ping-pong of BYTES-sized messages, each answered by a small reply, percentiles of
 //               the round trip;
 //   copies:     user-space copy passes per message, end to end: the sender's ledger plus the
-//               receiver's (which the child sends back in its answer to kQuit).
+//               receiver's (which the child sends back in its answer to Tag::quit).
 // --loan fills a buffer from Sender::allocate (zero copy on shm), otherwise a pre-faulted heap
 // buffer is sent (one copy into the segment on shm).
 #include <arpa/inet.h>
@@ -92,32 +92,32 @@ void check_reply_port_free(const std::string& url) {
                          EADDRINUSE);
 }
 
-enum Tag : std::uint8_t { kData = 1, kPing = 2, kDone = 3, kReady = 4, kQuit = 5 };
+enum class Tag : std::uint8_t { data = 1, ping = 2, done = 3, ready = 4, quit = 5 };
 
 Message control(Tag tag) {
   Message m;
-  std::uint8_t t = tag;
+  const auto t = static_cast<std::uint8_t>(tag);
   m.stream = Buffer::copy(&t, 1, true);
   return m;
 }
-Tag tag_of(const Message& m) { return m.stream.size() ? static_cast<Tag>(std::to_integer<std::uint8_t>(m.stream.data()[0])) : kQuit; }
+Tag tag_of(const Message& m) { return m.stream.size() ? static_cast<Tag>(std::to_integer<std::uint8_t>(m.stream.data()[0])) : Tag::quit; }
 
 int run_child(const BenchArgs& a, const EndpointOptions& options) {
   Receiver rx = Receiver::bind(a.url, options);
   Sender reply = Sender::connect(reply_url(a.url), options);
-  reply.send(control(kReady));
+  reply.send(control(Tag::ready));
   for (;;) {
     std::optional<Message> m = rx.recv(std::chrono::seconds(30));
     if (!m) return 2;
     Tag t = tag_of(*m);
-    if (t == kDone || t == kPing) reply.send(control(t));
-    if (t == kQuit) {
+    if (t == Tag::done || t == Tag::ping) reply.send(control(t));
+    if (t == Tag::quit) {
       // Answer with the receiving side's ledger (copies, bytes copied), then wait for the parent
       // to confirm it arrived: ZeroMQ sends from its I/O thread, which _exit would cut short.
       const TransportStats stats = rx.stats();
       std::uint64_t totals[2] = {0, stats.ledger.total_copied_bytes()};
       for (auto c : stats.ledger.copies) totals[0] += c;
-      Message answer = control(kQuit);
+      Message answer = control(Tag::quit);
       answer.buffers.push_back(Buffer::copy(totals, sizeof totals, true));
       reply.send(answer);
       rx.recv(std::chrono::seconds(5));
@@ -164,7 +164,7 @@ void run(const BenchArgs& a) {
   }
   struct Reaper {
     pid_t pid;
-    ~Reaper() {  // the child exits on kQuit; kill it only if it is stuck
+    ~Reaper() {  // the child exits on Tag::quit; kill it only if it is stuck
       int status;
       for (int i = 0; i < 500; ++i) {
         if (::waitpid(pid, &status, WNOHANG) != 0) return;
@@ -198,16 +198,16 @@ void run(const BenchArgs& a) {
 
   // Warm-up, then throughput.
   constexpr std::uint64_t kWarmUp = 3;
-  for (std::uint64_t i = 0; i < kWarmUp; ++i) tx.send(make(kData));
+  for (std::uint64_t i = 0; i < kWarmUp; ++i) tx.send(make(Tag::data));
   const auto t0 = Clock::now();
   {
     Progress progress("bench: sent", a.count, a.quiet || a.json);
     for (std::uint64_t i = 0; i < a.count; ++i) {
-      tx.send(make(kData));
+      tx.send(make(Tag::data));
       progress.add(a.size);
     }
   }
-  tx.send(control(kDone));
+  tx.send(control(Tag::done));
   if (!replies->recv(std::chrono::seconds(120))) throw Error("bench: no reply from the receiver");
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
@@ -216,19 +216,19 @@ void run(const BenchArgs& a) {
   std::vector<double> rtt_us;
   rtt_us.reserve(pings);
   for (std::uint64_t i = 0; i < pings; ++i) {
-    Message m = make(kPing);
+    Message m = make(Tag::ping);
     const auto p0 = Clock::now();
     tx.send(m);
     if (!replies->recv(std::chrono::seconds(30))) throw Error("bench: ping lost");
     rtt_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - p0).count());
   }
-  tx.send(control(kQuit));
+  tx.send(control(Tag::quit));
   std::optional<Message> last = replies->recv(std::chrono::seconds(30));
   if (!last || last->buffers.size() != 1 || last->buffers[0].size() != 2 * sizeof(std::uint64_t))
     throw Error("bench: the receiver did not report its copies");
   std::uint64_t receiver[2];
   std::memcpy(receiver, last->buffers[0].data(), sizeof receiver);
-  tx.send(control(kQuit));  // received: the child may exit
+  tx.send(control(Tag::quit));  // received: the child may exit
   std::sort(rtt_us.begin(), rtt_us.end());
   auto pct = [&](double p) { return rtt_us.empty() ? 0.0 : rtt_us[static_cast<std::size_t>(p * (rtt_us.size() - 1))]; };
 
