@@ -86,6 +86,12 @@ inline Slot int_slot(std::int64_t v) noexcept { return Slot(Kind::Int, v); }
 inline Slot bool_slot(bool b) noexcept { return Slot(Kind::Bool, b); }
 inline Slot float_slot(double f) noexcept { return Slot(Kind::Float, f); }
 
+class Graph;
+// An int from little-endian two's complement bytes (LONG1/LONG4, int(str), ...): inline when it
+// fits 64 bits, else a big-Int node of the minimal bytes (viewing `le` when `viewable`, the bytes
+// outliving the graph's use of them; else a copy in the graph).
+Slot int_from_le(Graph& graph, std::string_view le, bool viewable);
+
 // The heap behind every graph's large blocks (value.cpp): operator new / delete with a per-thread
 // cache of freed blocks, so a process that loads message after message reuses warm memory.
 std::pmr::memory_resource* large_blocks() noexcept;

@@ -18,7 +18,7 @@
 #include "pickler_compat_names.hpp"
 #include "pickler_output.hpp"
 #include "picklewire/pickler.hpp"
-#include "reductions.hpp"
+#include "numpy_reductions.hpp"
 
 namespace picklewire {
 namespace {
