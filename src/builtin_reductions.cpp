@@ -139,15 +139,14 @@ class Call {
     return out;
   }
 
-  // The text of a str / bytes / bytearray argument when it is plain ASCII without the control
-  // characters \x1c-\x1f (str's isspace treats those differently per call): the only text parsed
-  // here; anything else stays undecided.
+  // The text of a str / bytes / bytearray argument when it is plain ASCII, the only text parsed
+  // here (str's non-ASCII digits and spaces, e.g. '\u0661' or '\xa0', stay undecided).
   static std::optional<std::string_view> ascii_text(const Slot& s) {
     const Kind k = kind_of(s);
     if (k != Kind::Str && k != Kind::Bytes && k != Kind::ByteArray) return std::nullopt;
     const std::string_view data = std::get<Text>(node_of(s)->payload).data;
     for (char c : data)
-      if (static_cast<unsigned char>(c) >= 0x80 || (c >= '\x1c' && c <= '\x1f')) return std::nullopt;
+      if (static_cast<unsigned char>(c) >= 0x80) return std::nullopt;
     return data;
   }
   static std::string_view strip(std::string_view s) {
