@@ -198,14 +198,17 @@ def test_dis_matches_pickletools(name, tmp_path):
 
 
 @pytest.mark.parametrize("data", [b"", b"N", b"\xff.", b"(", b"N(.", b"0.", b"h\x00.", b"Nq\x00q\x00.", b"NN.",
-                                  b"X\x05\x00\x00\x00ab."])
+                                  b"X\x05\x00\x00\x00ab.", b"\x80\x02]q\x00(K\x01K\x02\xff", b"(K\x01K\x02e.",
+                                  b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00N\x94h\x07."])
 def test_dis_rejects_what_pickletools_rejects(data, tmp_path):
     import io
+    printed = io.StringIO()
     with pytest.raises(Exception):
-        pickletools.dis(data, out=io.StringIO())
+        pickletools.dis(data, out=printed)
     proc = _dis_of(data, tmp_path)
     assert proc.returncode == 1, proc.stdout
     assert ERROR_LINE.match(proc.stderr.decode()), proc.stderr
+    assert proc.stdout.decode() == printed.getvalue()  # the lines pickletools got through first
 
 
 @pytest.mark.parametrize("data", [
@@ -223,6 +226,7 @@ def test_dis_hand_vectors_like_pickletools(data, tmp_path):
         proc = _dis_of(data, tmp_path)
         assert proc.returncode == 1, (proc.stdout, proc.stderr)
         assert ERROR_LINE.match(proc.stderr.decode()), proc.stderr
+        assert proc.stdout.decode() == expected.getvalue()
         return
     proc = _dis_of(data, tmp_path)
     assert proc.returncode == 0, proc.stderr
