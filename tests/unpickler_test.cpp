@@ -419,3 +419,28 @@ TEST(Unpickler, PerThreadScratchAndChunkReuseKeepLoadsIndependent) {
   std::thread([v = std::move(made[2])]() mutable { v = Value(); }).join();  // dies on another thread
   check(made[3]);
 }
+
+// pickletester's test_bad_reduce / test_bad_newobj / test_bad_newobj_ex in C++ (the messages are
+// CPython 3.11's; tests/python/test_builtin_reductions.py compares them with CPython at test time).
+TEST(Unpickler, BuiltinReductionsAreDecidedLikeCPython) {
+  for (std::string_view accepted : {"cbuiltins\nint\n)R."sv, "cbuiltins\nint\n)\x81."sv, "cbuiltins\nint\n)}\x92."sv}) {
+    Value v = load_bytes(accepted);
+    ASSERT_EQ(v.kind(), Kind::Int) << accepted;
+    EXPECT_EQ(v.as_int(), 0);
+  }
+  expect_error("N)R."sv, "'NoneType' object is not callable", 2);
+  expect_error("cbuiltins\nint\nNR."sv, "argument list must be a tuple", 15);
+  expect_error("cbuiltins\nlen\n)\x81."sv, "NEWOBJ class argument must be a type, not builtin_function_or_method", 15);
+  expect_error("cbuiltins\nint\nN\x81."sv, "NEWOBJ args argument must be a tuple, not NoneType", 15);
+  expect_error("cbuiltins\nlen\n)}\x92."sv, "NEWOBJ_EX class argument must be a type, not builtin_function_or_method", 16);
+  expect_error("cbuiltins\nint\nN}\x92."sv, "NEWOBJ_EX args argument must be a tuple, not NoneType", 16);
+  expect_error("cbuiltins\nint\n)N\x92."sv, "NEWOBJ_EX kwargs argument must be a dict, not NoneType", 16);
+  // Refusals do not depend on decode_reductions; decoding does.
+  UnpicklerOptions inert;
+  inert.decode_reductions = false;
+  expect_error("N)R."sv, "'NoneType' object is not callable", 2, inert);
+  EXPECT_EQ(load_bytes("cbuiltins\nint\n)R."sv, inert).kind(), Kind::Object);
+  // An argument that is itself an inert object is never judged.
+  EXPECT_EQ(load_bytes("cbuiltins\nint\ncmod\nf\n)R\x85R."sv).kind(), Kind::Object);
+  EXPECT_EQ(repr(load_bytes("cbuiltins\ntuple\nVab\n\x85R."sv)), "('a', 'b')");
+}
