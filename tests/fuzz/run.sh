@@ -33,10 +33,10 @@ fuzz_flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-
             -fno-omit-frame-pointer -Iinclude -Isrc)
 
 # ---------------------------------------------------------------- the targets
-# One line each: target NAME "SOURCES" "EXTRA COMPILER/LINKER FLAGS" "SEED COMMAND (gets a dir)"
-#   [PREPARE FUNCTION] [ENVIRONMENT (VAR=value ...)]
-# SOURCES: the fuzz driver plus what it links (the codec, src/*.cpp, knows nothing of
-# transports, so whatever the unpickler calls links).
+# One line each: target NAME "DRIVER SOURCES" "EXTRA COMPILER/LINKER FLAGS" "SEED COMMAND (gets a
+#   dir)" [PREPARE FUNCTION] [ENVIRONMENT (VAR=value ...)]
+# Every target links the sanitized codec (src/*.cpp, compiled once into $out/libcodec.a; it knows
+# nothing of transports); a target over other code adds its sources or a PREPARE step.
 names=()
 declare -A sources flags seeds prepare environment
 target() {
@@ -54,12 +54,12 @@ build_sanitized_extension() {
       -DCMAKE_CXX_FLAGS="-O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
       >"$out/pyext-cmake.log"
   fi
-  cmake --build "$dir" --target _picklewire -j"$jobs" >"$out/pyext-build.log"
+  cmake --build "$dir" --target _picklewire -j"$build_jobs" >"$out/pyext-build.log"
 }
 python_embed="$(/usr/bin/python3-config --includes) $(/usr/bin/python3-config --embed --ldflags)"
 
-target unpickler  "tests/fuzz/unpickler_fuzz.cpp src/*.cpp" "" "$pickle_seeds"
-target repr       "tests/fuzz/repr_fuzz.cpp src/*.cpp"      "" "$pickle_seeds --prefix-byte"
+target unpickler  "tests/fuzz/unpickler_fuzz.cpp"  "" "$pickle_seeds"
+target repr       "tests/fuzz/repr_fuzz.cpp"       "" "$pickle_seeds --prefix-byte"
 target loads_safe "tests/fuzz/loads_safe_fuzz.cpp"          "$python_embed" "$pickle_seeds --prefix-byte" \
                   build_sanitized_extension \
                   "FUZZ_PICKLEWIRE_PYTHONPATH=$out/pyext/python ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0"
@@ -75,15 +75,35 @@ limit=(-max_total_time=$(( seconds / ${#chosen[@]} > 0 ? seconds / ${#chosen[@]}
 if [ -n "$runs" ]; then limit=(-runs="$runs"); fi
 parallel=()
 if [ "$jobs" -gt 1 ]; then parallel=(-fork="$jobs"); fi
+# The codec, compiled once for every target (each object rebuilt when its source or any header
+# is newer), in parallel.
+build_jobs=${FUZZ_BUILD_JOBS:-$(nproc)}
+mkdir -p "$out/codec"
+newest_header=$(ls -t src/*.hpp src/*.inc include/picklewire/*.hpp | head -1)
+stale=()
+for src in src/*.cpp; do
+  obj=$out/codec/$(basename "${src%.cpp}").o
+  if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ "$newest_header" -nt "$obj" ]; then stale+=("$src" "$obj"); fi
+done
+if [ ${#stale[@]} -gt 0 ] || [ ! -f "$out/libcodec.a" ]; then
+  codec_flags=("${fuzz_flags[@]/-fsanitize=fuzzer,/-fsanitize=fuzzer-no-link,}")
+  export FUZZ_CODEC_FLAGS="${codec_flags[*]}"  # (no flag contains a space)
+  # shellcheck disable=SC2016  # expanded by the inner sh
+  printf '%s\n' "${stale[@]}" | xargs -r -P "$build_jobs" -n 2 sh -c 'clang++ $FUZZ_CODEC_FLAGS -c "$0" -o "$1"' 
+  objects=()
+  for src in src/*.cpp; do objects+=("$out/codec/$(basename "${src%.cpp}").o"); done
+  rm -f "$out/libcodec.a"
+  ar rcs "$out/libcodec.a" "${objects[@]}"
+fi
+
 status=0
 for name in "${chosen[@]}"; do
   binary=$out/${name}_fuzz
   read -r -a srcs <<<"$(echo ${sources[$name]})"  # (globs expanded)
   if [ -n "${prepare[$name]}" ]; then "${prepare[$name]}"; fi
-  # Rebuild when any source or header is newer than the binary.
-  if [ ! -x "$binary" ] || [ -n "$(find "${srcs[@]}" src include -newer "$binary" -name '*.[ch]*' 2>/dev/null | head -1)" ]; then
+  if [ ! -x "$binary" ] || [ -n "$(find "${srcs[@]}" "$out/libcodec.a" -newer "$binary" 2>/dev/null | head -1)" ]; then
     # shellcheck disable=SC2086  # flags[] holds several words
-    clang++ "${fuzz_flags[@]}" "${srcs[@]}" ${flags[$name]} -o "$binary"
+    clang++ "${fuzz_flags[@]}" "${srcs[@]}" "$out/libcodec.a" ${flags[$name]} -o "$binary"
   fi
   mkdir -p "$out/seeds-$name" "$out/corpus-$name" "$out/artifacts-$name"
   ${seeds[$name]} "$out/seeds-$name" >/dev/null
