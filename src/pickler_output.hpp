@@ -75,6 +75,18 @@ class PickleOutput {
     framing_ = framing;
   }
 
+  // A run of small writes with one capacity check (Pickler::save_scalar_run): begin_run makes room
+  // for `max_bytes` (opening a frame if one is due, as any write would) and returns where to
+  // write; frame_full_at() is where the open frame reaches kFrameSizeTarget (a write position at
+  // or past it must first go through opcode_boundary(), which commits the frame); end_run(p) ends
+  // the run at p.
+  char* begin_run(std::size_t max_bytes) { return reserve(max_bytes); }
+  const char* frame_full_at() const noexcept {
+    if (!framing_ || !frame_open_) return data_ + cap_ + 1;  // never reached: nothing to commit
+    return data_ + frame_start_ + kFrameHeaderSize + kFrameSizeTarget;
+  }
+  void end_run(const char* p) noexcept { len_ = static_cast<std::size_t>(p - data_); }
+
   // Called at the start of every save(), like _Pickler_OpcodeBoundary.
   void opcode_boundary() {
     if (framing_ && frame_open_ && len_ - frame_start_ - kFrameHeaderSize >= kFrameSizeTarget) commit_frame();
