@@ -1,5 +1,7 @@
 #include "picklewire/buffer.hpp"
 
+#include "huge_pages.hpp"
+
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -9,6 +11,7 @@ namespace picklewire {
 Buffer Buffer::allocate(std::size_t size) {
   std::shared_ptr<std::byte[]> block(new std::byte[size == 0 ? 1 : size]);
   std::byte* data = block.get();
+  detail::advise_huge_pages(data, size);  // before the caller's first write faults the pages in
   return Buffer(data, size, /*readonly=*/false, std::shared_ptr<void>(std::move(block), data));
 }
 

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "huge_pages.hpp"
 #include "opcodes.hpp"
 #include "picklewire/buffer.hpp"
 
@@ -142,6 +143,7 @@ class PickleOutput {
     void* p = std::realloc(data_, cap);
     if (!p) throw std::bad_alloc();
     data_ = static_cast<char*>(p);
+    advise_huge_pages(data_ + len_, cap - len_);  // the part not written yet
     cap_ = cap;
   }
 

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "graph.hpp"
+#include "huge_pages.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/ndarray.hpp"
 #include "picklewire/value.hpp"
@@ -75,13 +76,22 @@ class CachedHeap final : public std::pmr::memory_resource {
     return std::max(kMinBlockClass, static_cast<int>(std::bit_width(bytes - 1))) - kMinBlockClass;
   }
   void* do_allocate(std::size_t bytes, std::size_t align) override {
-    if (!cacheable(bytes, align)) return ::operator new(bytes, std::align_val_t(align));
+    if (!cacheable(bytes, align)) {
+      void* p = ::operator new(bytes, std::align_val_t(align));
+      detail::advise_huge_pages(p, bytes);
+      return p;
+    }
     const int c = class_of(bytes);
     if (t_block_cache.count[c] > 0) {
       t_block_cache.bytes -= std::size_t(1) << (c + kMinBlockClass);
       return t_block_cache.blocks[c][--t_block_cache.count[c]];
     }
-    return ::operator new(std::size_t(1) << (c + kMinBlockClass));
+    return fresh(std::size_t(1) << (c + kMinBlockClass));
+  }
+  static void* fresh(std::size_t bytes) {
+    void* p = ::operator new(bytes);
+    detail::advise_huge_pages(p, bytes);  // not yet touched: the first writes fault in huge pages
+    return p;
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
     if (!cacheable(bytes, align)) return ::operator delete(p, std::align_val_t(align));
@@ -575,25 +585,6 @@ bool Value::is_same(const Value& o) const noexcept {
     case Kind::Float: return std::memcmp(&slot_.f, &o.slot_.f, sizeof(double)) == 0;
     default: return false;
   }
-}
-
-// ---------------------------------------------------------------- ints from bytes
-
-Slot int_from_le(Graph& graph, std::string_view le, bool viewable) {
-  std::size_t n = le.size();
-  auto byte = [&](std::size_t i) { return static_cast<unsigned char>(le[i]); };
-  while (n > 1 && ((byte(n - 1) == 0x00 && !(byte(n - 2) & 0x80)) || (byte(n - 1) == 0xff && (byte(n - 2) & 0x80))))
-    --n;
-  if (n == 0 || (n == 1 && byte(0) == 0)) return int_slot(0);
-  if (n <= 8) {
-    std::uint64_t u = 0;
-    for (std::size_t i = 0; i < n; ++i) u |= std::uint64_t(byte(i)) << (8 * i);
-    if (byte(n - 1) & 0x80)
-      for (std::size_t i = n; i < 8; ++i) u |= std::uint64_t(0xff) << (8 * i);
-    return int_slot(static_cast<std::int64_t>(u));
-  }
-  le = le.substr(0, n);
-  return Slot(Kind::Int, graph.new_text_node(Kind::Int, viewable ? le : graph.store(le)));
 }
 
 }  // namespace picklewire
