@@ -8,7 +8,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <deque>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -873,7 +873,7 @@ class Pickler {
   std::unordered_map<const Node*, Slot> lowered_;               // NDArray -> numpy's reduction
   std::unordered_map<const Node*, std::uint32_t> array_data_item_size_;  // its data PickleBuffer -> dtype item size
   std::unordered_set<const Node*> synthetic_;                   // only kept when persistent_id is set
-  std::deque<Value> pids_;                                      // persistent ids being written
+  std::list<Value> pids_;  // persistent ids being written (stable addresses; nothing allocated when empty)
   std::shared_ptr<Graph> scratch_;
   Node* latin1_ = nullptr;
 };

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <new>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -157,12 +159,44 @@ class PickleOutput {
 // Node identity -> memo index, open addressing (the pickler's PyMemoTable). A value with
 // kInProgress set marks a tuple / frozenset / reduce that is being written and is not memoised
 // yet; its low bits hold the memo size when it was entered (see Pickler::enter_unmemoised).
+//
+// The entry array outlives the dump: each thread keeps its last one (up to kMaxCachedEntries) for
+// its next dump, and entries carry the number of the dump that wrote them, so a new dump starts
+// with an empty table without clearing it. A small dump then allocates nothing for its memo, and a
+// big one writes into warm memory instead of faulting in (and zeroing) a fresh table.
 class MemoTable {
  public:
   static constexpr std::uint32_t kInProgress = 0x80000000u;
   static constexpr std::uint32_t kAbsent = 0xffffffffu;
 
-  MemoTable() { rehash(64); }
+  MemoTable() {
+    Cache& cache = t_cache;
+    std::uint32_t generation = cache.generation;  // a fresh array is all epoch 0: valid in any generation
+    if (cache.entries && !cache.closed) {
+      entries_ = std::move(*cache.entries);
+      delete std::exchange(cache.entries, nullptr);
+      generation = cache.entries_generation;
+    }
+    epoch_ = ++cache.epoch;
+    if (epoch_ == 0) {  // 2^32 dumps on this thread: epochs start again, in a new generation
+      ++cache.generation;
+      epoch_ = cache.epoch = 1;
+    }
+    // An array last written in an older generation may hold any epoch: it is cleared once.
+    if (generation != cache.generation) std::fill(entries_.begin(), entries_.end(), Entry{});
+    generation_ = cache.generation;
+    if (entries_.size() < 64) rehash(64);
+    mask_ = entries_.size() - 1;
+  }
+  ~MemoTable() {
+    Cache& cache = t_cache;
+    if (cache.closed || cache.entries || entries_.size() > kMaxCachedEntries) return;
+    (void)&t_cache_closer;  // registers the closer for this thread
+    cache.entries = new std::vector<Entry>(std::move(entries_));
+    cache.entries_generation = generation_;
+  }
+  MemoTable(const MemoTable&) = delete;
+  MemoTable& operator=(const MemoTable&) = delete;
 
   // Room for about n keys without rehashing.
   void reserve(std::size_t n) {
@@ -174,8 +208,8 @@ class MemoTable {
   std::uint32_t get(const void* key) const noexcept {
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       const Entry& e = entries_[i];
+      if (e.epoch != epoch_) return kAbsent;
       if (e.key == key) return e.value;
-      if (!e.key) return kAbsent;
     }
   }
 
@@ -183,14 +217,13 @@ class MemoTable {
     if ((used_ + 1) * 3 >= entries_.size() * 2) rehash(entries_.size() * 2);
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       Entry& e = entries_[i];
-      if (e.key == key) {
-        e.value = value;
+      if (e.epoch != epoch_) {
+        e = {key, value, epoch_};
+        ++used_;
         return;
       }
-      if (!e.key) {
-        e.key = key;
+      if (e.key == key) {
         e.value = value;
-        ++used_;
         return;
       }
     }
@@ -200,7 +233,28 @@ class MemoTable {
   struct Entry {
     const void* key = nullptr;
     std::uint32_t value = 0;
+    std::uint32_t epoch = 0;  // the dump that wrote it; any other: empty (same 16 bytes as before)
   };
+  static constexpr std::size_t kMaxCachedEntries = std::size_t(2) << 20;  // 32 MiB
+
+  // Trivially destructible (usable from any thread_local destructor); the closer frees the
+  // cached array at thread exit and stops caching.
+  struct Cache {
+    std::vector<Entry>* entries;
+    std::uint32_t entries_generation;  // the generation its epochs belong to
+    std::uint32_t epoch;               // the last dump's
+    std::uint32_t generation;          // bumped when epoch wraps
+    bool closed;
+  };
+  static inline thread_local Cache t_cache{};
+  struct CacheCloser {
+    ~CacheCloser() {
+      delete t_cache.entries;
+      t_cache.entries = nullptr;
+      t_cache.closed = true;
+    }
+  };
+  static inline thread_local CacheCloser t_cache_closer;
 
   // Nodes of one graph sit next to each other in its arena and are mostly visited in allocation
   // order: a hash that keeps neighbours in neighbouring slots (as CPython's memo does, ptr >> 3)
@@ -211,15 +265,17 @@ class MemoTable {
 
   void rehash(std::size_t capacity) {
     std::vector<Entry> old = std::move(entries_);
-    entries_.assign(capacity, Entry{});
+    entries_.assign(capacity, Entry{});  // epoch 0: empty for every dump
     mask_ = capacity - 1;
     used_ = 0;
     for (const Entry& e : old)
-      if (e.key) set(e.key, e.value);
+      if (e.epoch == epoch_) set(e.key, e.value);
   }
 
   std::vector<Entry> entries_;
   std::size_t used_ = 0, mask_ = 0;
+  std::uint32_t epoch_ = 0;
+  std::uint32_t generation_ = 0;
 };
 
 }  // namespace picklewire::detail
