@@ -10,6 +10,7 @@
 #include <cstring>
 #include <list>
 #include <memory>
+#include <memory_resource>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -390,6 +391,14 @@ class Pickler {
   // ------------------------------------------------------------------ str / bytes / bytearray
 
   void write_unicode(std::string_view utf8) {
+    if (utf8.size() <= 0xff && proto_ >= 4) {  // the usual str: opcode, length and text in one write
+      char* p = out_.begin_run(2 + utf8.size());
+      p[0] = static_cast<char>(op::SHORT_BINUNICODE);
+      p[1] = static_cast<char>(utf8.size());
+      std::memcpy(p + 2, utf8.data(), utf8.size());
+      out_.end_run(p + 2 + utf8.size());
+      return;
+    }
     char h[9];
     std::size_t hn;
     const std::size_t n = utf8.size();
@@ -865,7 +874,11 @@ class Pickler {
   const PicklerOptions& opt_;
   const int proto_;
   PickleOutput& out_;
-  std::vector<Frame> stack_;
+  // The frame stack starts in the Pickler itself (a small dump allocates nothing for it) and
+  // grows on the heap.
+  alignas(Frame) std::byte stack_storage_[32 * sizeof(Frame)];
+  std::pmr::monotonic_buffer_resource stack_memory_{stack_storage_, sizeof stack_storage_};
+  std::pmr::vector<Frame> stack_{&stack_memory_};
   MemoTable memo_;
   std::uint32_t memo_size_ = 0;
   std::unordered_map<std::string, std::uint32_t> global_memo_;  // "module\0qualname" -> memo index

@@ -173,8 +173,8 @@ class MemoTable {
     Cache& cache = t_cache;
     std::uint32_t generation = cache.generation;  // a fresh array is all epoch 0: valid in any generation
     if (cache.entries && !cache.closed) {
-      entries_ = std::move(*cache.entries);
-      delete std::exchange(cache.entries, nullptr);
+      entries_ = std::exchange(cache.entries, nullptr);
+      capacity_ = cache.capacity;
       generation = cache.entries_generation;
     }
     epoch_ = ++cache.epoch;
@@ -183,16 +183,20 @@ class MemoTable {
       epoch_ = cache.epoch = 1;
     }
     // An array last written in an older generation may hold any epoch: it is cleared once.
-    if (generation != cache.generation) std::fill(entries_.begin(), entries_.end(), Entry{});
+    if (generation != cache.generation) std::fill(entries_, entries_ + capacity_, Entry{});
     generation_ = cache.generation;
-    if (entries_.size() < 64) rehash(64);
-    mask_ = entries_.size() - 1;
+    if (capacity_ < 64) rehash(64);
+    mask_ = capacity_ - 1;
   }
   ~MemoTable() {
     Cache& cache = t_cache;
-    if (cache.closed || cache.entries || entries_.size() > kMaxCachedEntries) return;
+    if (cache.closed || cache.entries || capacity_ > kMaxCachedEntries) {
+      delete[] entries_;
+      return;
+    }
     (void)&t_cache_closer;  // registers the closer for this thread
-    cache.entries = new std::vector<Entry>(std::move(entries_));
+    cache.entries = entries_;
+    cache.capacity = capacity_;
     cache.entries_generation = generation_;
   }
   MemoTable(const MemoTable&) = delete;
@@ -200,9 +204,9 @@ class MemoTable {
 
   // Room for about n keys without rehashing.
   void reserve(std::size_t n) {
-    std::size_t capacity = entries_.size();
+    std::size_t capacity = capacity_;
     while (n * 3 >= capacity * 2) capacity *= 2;
-    if (capacity != entries_.size()) rehash(capacity);
+    if (capacity != capacity_) rehash(capacity);
   }
 
   std::uint32_t get(const void* key) const noexcept {
@@ -214,7 +218,7 @@ class MemoTable {
   }
 
   void set(const void* key, std::uint32_t value) {
-    if ((used_ + 1) * 3 >= entries_.size() * 2) rehash(entries_.size() * 2);
+    if ((used_ + 1) * 3 >= capacity_ * 2) rehash(capacity_ * 2);
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       Entry& e = entries_[i];
       if (e.epoch != epoch_) {
@@ -240,7 +244,8 @@ class MemoTable {
   // Trivially destructible (usable from any thread_local destructor); the closer frees the
   // cached array at thread exit and stops caching.
   struct Cache {
-    std::vector<Entry>* entries;
+    Entry* entries;  // new[]'d, `capacity` of them
+    std::size_t capacity;
     std::uint32_t entries_generation;  // the generation its epochs belong to
     std::uint32_t epoch;               // the last dump's
     std::uint32_t generation;          // bumped when epoch wraps
@@ -249,7 +254,7 @@ class MemoTable {
   static inline thread_local Cache t_cache{};
   struct CacheCloser {
     ~CacheCloser() {
-      delete t_cache.entries;
+      delete[] t_cache.entries;
       t_cache.entries = nullptr;
       t_cache.closed = true;
     }
@@ -264,15 +269,17 @@ class MemoTable {
   }
 
   void rehash(std::size_t capacity) {
-    std::vector<Entry> old = std::move(entries_);
-    entries_.assign(capacity, Entry{});  // epoch 0: empty for every dump
+    Entry* old = std::exchange(entries_, new Entry[capacity]);  // value-initialised: epoch 0, empty for every dump
+    const std::size_t old_capacity = std::exchange(capacity_, capacity);
     mask_ = capacity - 1;
     used_ = 0;
-    for (const Entry& e : old)
-      if (e.epoch == epoch_) set(e.key, e.value);
+    for (std::size_t i = 0; i < old_capacity; ++i)
+      if (old[i].epoch == epoch_) set(old[i].key, old[i].value);
+    delete[] old;
   }
 
-  std::vector<Entry> entries_;
+  Entry* entries_ = nullptr;
+  std::size_t capacity_ = 0;
   std::size_t used_ = 0, mask_ = 0;
   std::uint32_t epoch_ = 0;
   std::uint32_t generation_ = 0;
