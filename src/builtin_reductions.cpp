@@ -54,8 +54,8 @@ const GlobalName* global_of(const Slot& s) {
   return n && n->kind == Kind::Global ? &std::get<GlobalName>(n->payload) : nullptr;
 }
 
-// type(x).__name__ where it is knowable without importing; nullopt for inert objects and for
-// globals other than builtins' known names.
+}  // namespace
+
 std::optional<std::string_view> python_type_name(const Slot& s) {
   switch (kind_of(s)) {
     case Kind::None: return "NoneType"sv;
@@ -76,6 +76,8 @@ std::optional<std::string_view> python_type_name(const Slot& s) {
     default: return to_string(kind_of(s));
   }
 }
+
+namespace {
 
 bool is_callable_type_name(std::string_view t) { return t == "type" || t == "builtin_function_or_method"; }
 

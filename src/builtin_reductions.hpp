@@ -6,10 +6,16 @@
 
 #include <cstddef>
 #include <optional>
+#include <string_view>
 
 #include "graph.hpp"
 
 namespace picklewire::builtin_reductions {
+
+// type(x).__name__ where it is knowable without importing (a literal's type, builtins' known
+// names: 'type' for a builtin type, 'builtin_function_or_method', 'NoneType' for builtins.None,
+// ...); nullopt for inert objects and other globals.
+std::optional<std::string_view> python_type_name(const Slot& s);
 
 // CPython's verdict on a REDUCE of `callable` applied to `args`, where it is knowable without
 // importing: throws UnpicklingError at `offset`, in CPython's words, when CPython refuses (args not

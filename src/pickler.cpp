@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "builtin_reductions.hpp"
 #include "graph.hpp"
 #include "opcodes.hpp"
 #include "pickler_compat_names.hpp"
@@ -622,9 +623,12 @@ class Pickler {
       case ObjectForm::Inst:
       case ObjectForm::Obj: {
         // Protocol 0/1 instances: INST / OBJ call cls(*args) when there are arguments and
-        // cls.__new__(cls) when there are none; REDUCE and NEWOBJ say the same at protocol 2+.
+        // cls.__new__(cls) when there are none and cls is a class; REDUCE and NEWOBJ say the same
+        // at protocol 2+. (A callable known not to be a class, builtins.len say, is called.)
         const bool no_args = kind_of(o.args) == Kind::Tuple && o.args.node->items().empty();
-        push_write(no_args ? op::NEWOBJ : op::REDUCE);
+        const std::optional<std::string_view> type = builtin_reductions::python_type_name(o.callable);
+        const bool a_class = !type || *type == "type";
+        push_write(no_args && a_class ? op::NEWOBJ : op::REDUCE);
         push_save(o.args, ctx);
         push_save(o.callable, ctx);
         return;

@@ -191,6 +191,7 @@ class Machine {
   Slot global(std::string_view module, std::string_view name, bool from_stream);
   Slot reduce(const Item& callable, const Item& args);
   Slot newobj(ObjectForm form, const Slot& cls, const Slot& args, const Slot& kwargs);
+  Slot instantiate(ObjectForm form, const Slot& cls, const Slot& args);
   Slot object(ObjectForm form, const Slot& callable, const Slot& args, const Slot& kwargs);
 
   // ---- stack
@@ -478,6 +479,20 @@ Slot Machine::newobj(ObjectForm form, const Slot& cls, const Slot& args, const S
   return object(form, cls, args, kwargs);
 }
 
+// INST / OBJ (`args` a tuple): pickle's _instantiate, cls.__new__(cls) for a class without
+// arguments and cls(*args) otherwise, judged and decoded the same ways.
+Slot Machine::instantiate(ObjectForm form, const Slot& cls, const Slot& args) {
+  builtin_reductions::check_reduce(cls, args, op_offset_);
+  if (options_.decode_reductions && !cls.is_inline && cls.node->kind == Kind::Global) {
+    const GlobalName& g = cls.node->global();
+    std::optional<Slot> decoded = args.node->items().empty()
+                                      ? builtin_reductions::decode_newobj(*graph_, g, args, Slot(), op_offset_)
+                                      : builtin_reductions::decode_reduce(*graph_, g, args, op_offset_);
+    if (decoded) return *decoded;
+  }
+  return object(form, cls, args, Slot());
+}
+
 // ---------------------------------------------------------------- containers
 
 // How many times its current size a container may be reserved ahead on an estimate. Bounds what
@@ -749,7 +764,7 @@ Value Machine::execute() {
         std::string_view name = readline();
         Slot cls = global(module, name, true);
         Item args = collect(Kind::Tuple, k);
-        push(object(ObjectForm::Inst, cls, args.slot, Slot()), args.depth);
+        push(instantiate(ObjectForm::Inst, cls, args.slot), args.depth);
         break;
       }
       case op::OBJ: {
@@ -758,7 +773,7 @@ Value Machine::execute() {
         Item cls = stack_[k];
         Item args = collect(Kind::Tuple, k + 1);
         stack_.pop_back();
-        push(object(ObjectForm::Obj, cls.slot, args.slot, Slot()), std::max(args.depth, checked_depth(cls.depth + 1ull)));
+        push(instantiate(ObjectForm::Obj, cls.slot, args.slot), std::max(args.depth, checked_depth(cls.depth + 1ull)));
         break;
       }
       case op::NEWOBJ: {

@@ -130,3 +130,18 @@ TEST(Pickler, ConsecutiveAndNestedDumpsShareNoMemoEntries) {
     }
   }
 }
+
+// OBJ / INST without arguments is cls.__new__(cls) only for a class: a callable known not to be
+// one (builtins.len) is called, so it is written as REDUCE, which loads back (NEWOBJ of len is
+// refused by the unpickler, as by CPython).
+TEST(Pickler, InstOfANonClassIsWrittenAsReduce) {
+  Value v = load(Buffer::copy(std::string_view("(cbuiltins\nlen\no."), true));
+  ASSERT_EQ(v.kind(), Kind::Object);
+  const std::string s = dumps(v, 2);
+  // CPython: pickle.dumps of an object whose __reduce__ is (len, ()), protocol 2.
+  EXPECT_EQ(s, std::string("\x80\x02" "c__builtin__\nlen\nq\x00)Rq\x01.", 26));
+  EXPECT_EQ(load(Buffer::copy(s, true)).kind(), Kind::Object);
+  // A class (or an unknown global) keeps the NEWOBJ form.
+  EXPECT_EQ(dumps(load(Buffer::copy(std::string_view("(cmod\nC\no."), true)), 2),
+            std::string("\x80\x02" "cmod\nC\nq\x00)\x81q\x01.", 16));
+}

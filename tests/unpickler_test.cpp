@@ -444,3 +444,19 @@ TEST(Unpickler, BuiltinReductionsAreDecidedLikeCPython) {
   EXPECT_EQ(load_bytes("cbuiltins\nint\ncmod\nf\n)R\x85R."sv).kind(), Kind::Object);
   EXPECT_EQ(repr(load_bytes("cbuiltins\ntuple\nVab\n\x85R."sv)), "('a', 'b')");
 }
+
+// INST / OBJ are pickle's _instantiate: judged like REDUCE (a literal is not callable) and decoded
+// like the call or cls.__new__(cls). The first stream is what tests/fuzz/repr_fuzz.cpp found: it
+// loaded as OBJ(1246382666), which the pickler wrote back as a NEWOBJ the unpickler then refused.
+TEST(Unpickler, InstAndObjAreJudgedAndDecodedLikeTheirCalls) {
+  UnpicklerOptions inert;
+  inert.decode_reductions = false;
+  expect_error("(JJJJJo.0\x80)"sv, "'int' object is not callable", 6, inert);
+  expect_error("(N)o."sv, "'NoneType' object is not callable", 3);
+  expect_error("(ibuiltins\nTrue\n."sv, "'bool' object is not callable", 1);
+  Value five = load_bytes("(cbuiltins\nint\nK\x05o."sv);
+  ASSERT_EQ(five.kind(), Kind::Int);
+  EXPECT_EQ(five.as_int(), 5);
+  EXPECT_EQ(repr(load_bytes("(ibuiltins\nlist\n."sv)), "[]");
+  EXPECT_EQ(load_bytes("(cbuiltins\nlen\no."sv).kind(), Kind::Object);  // len() raises only when called
+}
