@@ -2,7 +2,7 @@
 """Writes the pickle fuzz seed corpus: CPython pickles of a broad set of objects at protocols
 0-5 (C and pure-Python picklers), builtin reductions, numpy arrays, plus pickletester's fixed
 vectors. Generated at fuzz time, never committed.
-Usage: make_corpus.py DIR [--prefix-byte]
+Usage: make_corpus.py [--prefix-byte] DIR
   --prefix-byte: each seed starts with one more byte, for targets whose byte 0 chooses options
   (repr_fuzz, loads_safe_fuzz); it varies with the seed, so the options get covered.
 """
@@ -12,8 +12,12 @@ import pathlib
 import pickle
 import sys
 
-out = pathlib.Path(sys.argv[1])
-prefix_byte = "--prefix-byte" in sys.argv[2:]
+options = [a for a in sys.argv[1:] if a.startswith("--")]
+paths = [a for a in sys.argv[1:] if not a.startswith("--")]
+if len(paths) != 1 or set(options) - {"--prefix-byte"}:
+    sys.exit(__doc__)
+out = pathlib.Path(paths[0])
+prefix_byte = "--prefix-byte" in options
 out.mkdir(parents=True, exist_ok=True)
 
 
