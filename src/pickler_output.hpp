@@ -191,7 +191,7 @@ class MemoTable {
   ~MemoTable() {
     Cache& cache = t_cache;
     if (cache.closed || cache.entries || capacity_ > kMaxCachedEntries) {
-      delete[] entries_;
+      release(entries_);
       return;
     }
     (void)&t_cache_closer;  // registers the closer for this thread
@@ -254,7 +254,7 @@ class MemoTable {
   static inline thread_local Cache t_cache{};
   struct CacheCloser {
     ~CacheCloser() {
-      delete[] t_cache.entries;
+      release(t_cache.entries);
       t_cache.entries = nullptr;
       t_cache.closed = true;
     }
@@ -264,18 +264,27 @@ class MemoTable {
   // Nodes of one graph sit next to each other in its arena and are mostly visited in allocation
   // order: a hash that keeps neighbours in neighbouring slots (as CPython's memo does, ptr >> 3)
   // turns the lookups into a near-sequential scan instead of one cache miss per node.
+  // `capacity` empty entries (epoch 0: empty for every dump). A big table (a dump of millions of
+  // objects) gets huge pages before it is first written.
+  static Entry* allocate(std::size_t capacity) {
+    void* raw = ::operator new(capacity * sizeof(Entry));
+    advise_huge_pages(raw, capacity * sizeof(Entry));
+    return new (raw) Entry[capacity];
+  }
+  static void release(Entry* entries) noexcept { ::operator delete(entries); }  // (trivially destructible)
+
   std::size_t slot_of(const void* key) const noexcept {
     return static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(key) >> 3) & mask_;
   }
 
   void rehash(std::size_t capacity) {
-    Entry* old = std::exchange(entries_, new Entry[capacity]);  // value-initialised: epoch 0, empty for every dump
+    Entry* old = std::exchange(entries_, allocate(capacity));
     const std::size_t old_capacity = std::exchange(capacity_, capacity);
     mask_ = capacity - 1;
     used_ = 0;
     for (std::size_t i = 0; i < old_capacity; ++i)
       if (old[i].epoch == epoch_) set(old[i].key, old[i].value);
-    delete[] old;
+    release(old);
   }
 
   Entry* entries_ = nullptr;

@@ -12,9 +12,11 @@
 #include <limits>
 #include <memory>
 #include <utility>
+#include <type_traits>
 #include <vector>
 
 #include "graph.hpp"
+#include "huge_pages.hpp"
 
 namespace picklewire::unpickler_detail {
 
@@ -54,7 +56,7 @@ struct SlotIterator {
   bool operator!=(const SlotIterator& o) const noexcept { return at != o.at; }
 };
 
-// The value stack and the dense memo. Storage stays constructed (items_.size() is the capacity)
+// The value stack and the dense memo. Storage stays constructed (all capacity_ items of it)
 // and a push writes the slot and depth straight into it: `vector::push_back(Item{...})` made GCC
 // assemble the Item in a stack temporary with narrower stores and copy it with one 16-byte load,
 // which the CPU cannot forward from those stores — a stall on every push, a third of the time of
@@ -75,7 +77,7 @@ class ItemStack {
     return *this;
   }
   std::size_t size() const noexcept { return size_; }
-  std::size_t capacity() const noexcept { return items_.size(); }
+  std::size_t capacity() const noexcept { return capacity_; }
   Item& back() noexcept { return data_[size_ - 1]; }
   Item& operator[](std::size_t i) noexcept { return data_[i]; }
   const Item& operator[](std::size_t i) const noexcept { return data_[i]; }
@@ -102,12 +104,23 @@ class ItemStack {
   void clear() noexcept { size_ = 0; }
 
  private:
+  // Grows to n items, all constructed (the dense memo of a big stream is tens of MB: it gets huge
+  // pages before it is first written).
   [[gnu::noinline]] void reserve(std::size_t n) {
-    items_.resize(n);
-    data_ = items_.data();
+    ItemArray grown(static_cast<Item*>(::operator new(n * sizeof(Item))));
+    detail::advise_huge_pages(grown.get(), n * sizeof(Item));
+    std::uninitialized_copy(data_, data_ + capacity_, grown.get());
+    std::uninitialized_value_construct(grown.get() + capacity_, grown.get() + n);
+    items_ = std::move(grown);
+    data_ = items_.get();
     capacity_ = n;
   }
-  std::vector<Item> items_;
+  static_assert(std::is_trivially_destructible_v<Item> && std::is_trivially_copyable_v<Item>);
+  struct FreeItems {
+    void operator()(Item* p) const noexcept { ::operator delete(p); }  // (Item is trivially destructible)
+  };
+  using ItemArray = std::unique_ptr<Item, FreeItems>;
+  ItemArray items_;
   // items_'s data and size, kept here: vector::size() divides by sizeof(Item) on every push.
   Item* data_ = nullptr;
   std::size_t capacity_ = 0;
