@@ -31,8 +31,13 @@ UnpicklerOptions tight_options(bool decode_reductions) {
   return options;
 }
 
-// dump + load at `protocol`; nullopt when the pickler refuses the graph.
-std::optional<Value> round_trip(const Value& v, int protocol, const UnpicklerOptions& options) {
+// dump + load at `protocol`; nullopt when the pickler refuses the graph. The reload uses the
+// default limits: a shallow graph may legitimately pickle deeper than the first load's tight
+// max_depth allows (a global 'a.b.c...' with thousands of dots is a leaf, and at protocol < 4 one
+// getattr reduction per dot, as CPython writes it).
+std::optional<Value> round_trip(const Value& v, int protocol, UnpicklerOptions options) {
+  options.max_depth = UnpicklerOptions{}.max_depth;
+  options.max_nodes = UnpicklerOptions{}.max_nodes;
   Buffer stream;
   PicklerOptions pickler;
   pickler.protocol = protocol;
