@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """CPython's pickle.loads / pickle.dumps beside picklewire's load / dump, on the same streams.
 
-    /usr/bin/python3 bench/codec_vs_cpython.py --build build [--min-time 0.5] [--rounds 3]
+    /usr/bin/python3 bench/codec_vs_cpython.py --build build [--min-time 0.5] [--rounds 3] [--before DIR]
 
 Writes the streams (protocol 5, made by CPython's C pickler) into BUILD/bench-data with a
 manifest, times CPython on them, runs BUILD/bench/codec_bench (Google Benchmark, --json), and
 prints a side-by-side table: MB/s of stream and ratio ours/CPython. Both sides report their best
 per-call time over alternating rounds (the machine is shared and noisy). Streams with out-of-band
 buffers run with a 1 KiB and a 1 GiB buffer: both sides should take the same time for both.
+--before DIR: another build's DIR/bench/codec_bench (an older commit), timed in the same rounds
+on the same streams; its load and dump columns are printed after ours.
 """
 import argparse
 import json
@@ -101,7 +103,7 @@ def time_cpython(objects, min_time):
 def time_ours(build, data_dir, min_time):
     """Best per-call time like best_time: the fastest of 5 repetitions (each a mean over
     min_time / 5 seconds), so both sides report the same statistic."""
-    exe = build / "bench" / "codec_bench"
+    exe = pathlib.Path(build) / "bench" / "codec_bench"
     env = dict(os.environ, PICKLEWIRE_BENCH_DATA=str(data_dir))
     out = subprocess.run([str(exe), "--benchmark_format=json", "--benchmark_min_time=%g" % (min_time / 5),
                           "--benchmark_repetitions=5"],
@@ -135,23 +137,34 @@ def main():
     ap.add_argument("--build", default="build", type=pathlib.Path, help="CMake build directory")
     ap.add_argument("--min-time", default=0.5, type=float, help="seconds per measurement")
     ap.add_argument("--rounds", default=3, type=int, help="alternating CPython / picklewire rounds (best of)")
+    ap.add_argument("--before", type=pathlib.Path, help="another build directory, timed in the same rounds")
     args = ap.parse_args()
     data_dir = args.build / "bench-data"
     objects = write_streams(data_dir)
     # Rounds alternate CPython and ours, so a noisy moment on this shared machine hits both sides;
     # each side keeps its best time per stream.
-    cpy = ours = None
+    cpy = ours = before = None
     for _ in range(args.rounds):
         cpy = best_of(cpy, time_cpython(objects, args.min_time))
         ours = best_of(ours, time_ours(args.build, data_dir, args.min_time))
-    print("%-22s %9s | %-11s %-11s %6s | %-11s %-11s %6s" %
-          ("stream", "bytes", "CPy loads", "our load", "ratio", "CPy dumps", "our dump", "ratio"))
-    print("-" * 100)
+        if args.before:
+            before = best_of(before, time_ours(args.before, data_dir, args.min_time))
+    head = "%-22s %9s | %-11s %-11s %6s | %-11s %-11s %6s" % (
+        "stream", "bytes", "CPy loads", "our load", "ratio", "CPy dumps", "our dump", "ratio")
+    if before:
+        head += " | %-11s %6s %-11s %6s" % ("before load", "ratio", "before dump", "ratio")
+    print(head)
+    print("-" * len(head))
     for name, row in cpy.items():
         o = ours[name]
-        print("%-22s %9d | %-11s %-11s %5.1fx | %-11s %-11s %5.1fx" % (
+        line = "%-22s %9d | %-11s %-11s %5.1fx | %-11s %-11s %5.1fx" % (
             name, row["bytes"], fmt_time(row["load"]), fmt_time(o["load"]), row["load"] / o["load"],
-            fmt_time(row["dump"]), fmt_time(o["dump"]), row["dump"] / o["dump"]))
+            fmt_time(row["dump"]), fmt_time(o["dump"]), row["dump"] / o["dump"])
+        if before:
+            b = before[name]
+            line += " | %-11s %5.1fx %-11s %5.1fx" % (fmt_time(b["load"]), row["load"] / b["load"],
+                                                      fmt_time(b["dump"]), row["dump"] / b["dump"])
+        print(line)
     print("\nMB/s of stream (ours): " + ", ".join(
         "%s load %.0f / dump %.0f" % (n, cpy[n]["bytes"] / ours[n]["load"] / 1e6, cpy[n]["bytes"] / ours[n]["dump"] / 1e6)
         for n in cpy))

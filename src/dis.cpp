@@ -132,10 +132,10 @@ void ascii_str(std::string& out, std::string_view utf8) {
 
 class Disassembler {
  public:
-  explicit Disassembler(const Buffer& stream)
-      : p_(reinterpret_cast<const unsigned char*>(stream.data())), n_(stream.size()) {}
+  Disassembler(const Buffer& stream, std::string& out)
+      : p_(reinterpret_cast<const unsigned char*>(stream.data())), n_(stream.size()), out_(out) {}
 
-  std::string run() {
+  void run() {
     int maxproto = 0;
     for (;;) {
       offset_ = pos_;
@@ -218,7 +218,6 @@ class Disassembler {
     }
     out_ += "highest protocol among opcodes = " + std::to_string(maxproto) + "\n";
     if (!stack_.empty()) fail("stack not empty after STOP");
-    return std::move(out_);
   }
 
  private:
@@ -378,7 +377,7 @@ class Disassembler {
   std::size_t n_;
   std::size_t pos_ = 0, offset_ = 0;
   std::uint64_t memo_arg_ = 0;
-  std::string out_;
+  std::string& out_;  // the caller's: it keeps the lines written before an error
   std::vector<bool> stack_;  // true: a mark
   std::vector<std::size_t> marks_;
   std::unordered_set<std::uint64_t> memo_;
@@ -386,6 +385,12 @@ class Disassembler {
 
 }  // namespace
 
-std::string dis(const Buffer& stream) { return Disassembler(stream).run(); }
+void dis(const Buffer& stream, std::string& out) { Disassembler(stream, out).run(); }
+
+std::string dis(const Buffer& stream) {
+  std::string out;
+  dis(stream, out);
+  return out;
+}
 
 }  // namespace picklewire

@@ -193,4 +193,25 @@ class Graph {
   std::atomic<bool> imported_{false};
 };
 
+// An int from little-endian two's complement bytes (LONG1/LONG4, int(str), ...): inline when it
+// fits 64 bits, else a big-Int node of the minimal bytes (viewing `le` when `viewable`, the bytes
+// outliving the graph's use of them; else a copy in the graph). Inline: LONG1 is on the loader's
+// hot path for ints beyond 32 bits.
+inline Slot int_from_le(Graph& graph, std::string_view le, bool viewable) {
+  std::size_t n = le.size();
+  auto byte = [&](std::size_t i) { return static_cast<unsigned char>(le[i]); };
+  while (n > 1 && ((byte(n - 1) == 0x00 && !(byte(n - 2) & 0x80)) || (byte(n - 1) == 0xff && (byte(n - 2) & 0x80))))
+    --n;
+  if (n == 0 || (n == 1 && byte(0) == 0)) return int_slot(0);
+  if (n <= 8) {
+    std::uint64_t u = 0;
+    for (std::size_t i = 0; i < n; ++i) u |= std::uint64_t(byte(i)) << (8 * i);
+    if (byte(n - 1) & 0x80)
+      for (std::size_t i = n; i < 8; ++i) u |= std::uint64_t(0xff) << (8 * i);
+    return int_slot(static_cast<std::int64_t>(u));
+  }
+  le = le.substr(0, n);
+  return Slot(Kind::Int, graph.new_text_node(Kind::Int, viewable ? le : graph.store(le)));
+}
+
 }  // namespace picklewire

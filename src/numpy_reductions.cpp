@@ -20,7 +20,7 @@
 #include <limits>
 
 #include "picklewire/errors.hpp"
-#include "reductions.hpp"
+#include "numpy_reductions.hpp"
 
 namespace picklewire::numpy {
 

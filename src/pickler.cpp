@@ -5,20 +5,23 @@
 // graph nested a million deep is written without touching the C++ stack. A frame either saves one
 // value (Op::Save) or continues a container after one of its children was saved.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
-#include <deque>
+#include <list>
 #include <memory>
+#include <memory_resource>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "builtin_reductions.hpp"
 #include "graph.hpp"
 #include "opcodes.hpp"
 #include "pickler_compat_names.hpp"
 #include "pickler_output.hpp"
 #include "picklewire/pickler.hpp"
-#include "reductions.hpp"
+#include "numpy_reductions.hpp"
 
 namespace picklewire {
 namespace {
@@ -247,9 +250,73 @@ class Pickler {
         save(f.pairs[f.index].second, f.ctx, true);
       }
     } else {
-      for (; f.index < end && is_leaf(f.items[f.index]); ++f.index) save(f.items[f.index], f.ctx, true);
+      while (f.index < end) {
+        const Slot& s = f.items[f.index];
+        if (s.is_inline) save_scalar_run(f.items, f.index, end);
+        else if (s.node->kind == Kind::Str) save(s, f.ctx, true), ++f.index;
+        else break;
+      }
     }
     return f.index - start;
+  }
+
+  // items[index, end) while they are inline scalars (None, bool, int64, float), written straight
+  // into the output: one capacity check per run instead of per item, and no dispatch through
+  // save(). The frame boundaries stay where save() would put them: the run stops where the open
+  // frame is full, and the next round commits it at that opcode boundary.
+  static constexpr std::size_t kMaxScalarBytes = 10;  // LONG1 of 8 bytes
+  void save_scalar_run(const Slot* items, std::size_t& index, std::size_t end) {
+    constexpr std::size_t kRun = 512;
+    while (index < end && items[index].is_inline) {
+      out_.opcode_boundary();
+      const std::size_t last = index + std::min(kRun, end - index);
+      char* p = out_.begin_run(kMaxScalarBytes * (last - index));
+      const char* const full = out_.frame_full_at();
+      do {
+        p = write_scalar(p, items[index]);
+        ++index;
+      } while (index < last && items[index].is_inline && p < full);
+      out_.end_run(p);
+    }
+  }
+
+  // One inline scalar as save() writes it; p has room for 10 bytes. Returns the end.
+  static char* write_scalar(char* p, const Slot& s) {
+    switch (s.kind) {
+      case Kind::Int: {
+        const std::int64_t v = s.i;
+        if (v >= INT32_MIN && v <= INT32_MAX) {
+          const auto u = static_cast<std::uint32_t>(v);
+          const int width = (u >> 16) ? 4 : (u >> 8) ? 2 : 1;
+          p[0] = static_cast<char>(width == 4 ? op::BININT : width == 2 ? op::BININT2 : op::BININT1);
+          store_le32(p + 1, u);  // (room for all 4; only `width` of them count)
+          return p + 1 + width;
+        }
+        unsigned char le[8];
+        for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
+        const std::size_t n = minimal_length(le, 8);
+        p[0] = static_cast<char>(op::LONG1);
+        p[1] = static_cast<char>(n);
+        std::memcpy(p + 2, le, 8);
+        return p + 2 + n;
+      }
+      case Kind::Float: {
+        std::uint64_t bits;
+        std::memcpy(&bits, &s.f, 8);
+        p[0] = static_cast<char>(op::BINFLOAT);
+        for (int i = 0; i < 8; ++i) p[1 + i] = static_cast<char>((bits >> (56 - 8 * i)) & 0xff);
+        return p + 9;
+      }
+      case Kind::Bool: *p = static_cast<char>(s.b ? op::NEWTRUE : op::NEWFALSE); return p + 1;
+      default: *p = static_cast<char>(op::NONE); return p + 1;  // Kind::None: the only other inline kind
+    }
+  }
+  static void store_le32(char* p, std::uint32_t u) {
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(p, &u, 4);
+    } else {
+      for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((u >> (8 * i)) & 0xff);
+    }
   }
 
   // ------------------------------------------------------------------ memo
@@ -286,18 +353,12 @@ class Pickler {
 
   // ------------------------------------------------------------------ scalars
 
-  void save_int64(std::int64_t v) {
-    if (v >= INT32_MIN && v <= INT32_MAX) {
-      const auto u = static_cast<std::uint32_t>(v);
-      if (u >> 16) out_.put_with_le(op::BININT, u, 4);
-      else if (u >> 8) out_.put_with_le(op::BININT2, u, 2);
-      else out_.put_with_le(op::BININT1, u, 1);
-      return;
-    }
-    unsigned char le[8];
-    for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
-    save_long_bytes(le, minimal_length(le, 8));
+  // One inline scalar (None, bool, int64, float) at an opcode boundary.
+  void save_scalar(const Slot& s) {
+    char* p = out_.begin_run(kMaxScalarBytes);
+    out_.end_run(write_scalar(p, s));
   }
+  void save_int64(std::int64_t v) { save_scalar(int_slot(v)); }
 
   static std::size_t minimal_length(const unsigned char* le, std::size_t n) {
     while (n > 1 && ((le[n - 1] == 0x00 && !(le[n - 2] & 0x80)) || (le[n - 1] == 0xff && (le[n - 2] & 0x80)))) --n;
@@ -328,18 +389,17 @@ class Pickler {
     save_long_bytes(le, len);
   }
 
-  void save_float(double f) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &f, 8);
-    char b[9];
-    b[0] = static_cast<char>(op::BINFLOAT);
-    for (int i = 0; i < 8; ++i) b[1 + i] = static_cast<char>((bits >> (56 - 8 * i)) & 0xff);
-    out_.write(b, 9);
-  }
-
   // ------------------------------------------------------------------ str / bytes / bytearray
 
   void write_unicode(std::string_view utf8) {
+    if (utf8.size() <= 0xff && proto_ >= 4) {  // the usual str: opcode, length and text in one write
+      char* p = out_.begin_run(2 + utf8.size());
+      p[0] = static_cast<char>(op::SHORT_BINUNICODE);
+      p[1] = static_cast<char>(utf8.size());
+      std::memcpy(p + 2, utf8.data(), utf8.size());
+      out_.end_run(p + 2 + utf8.size());
+      return;
+    }
     char h[9];
     std::size_t hn;
     const std::size_t n = utf8.size();
@@ -563,9 +623,12 @@ class Pickler {
       case ObjectForm::Inst:
       case ObjectForm::Obj: {
         // Protocol 0/1 instances: INST / OBJ call cls(*args) when there are arguments and
-        // cls.__new__(cls) when there are none; REDUCE and NEWOBJ say the same at protocol 2+.
+        // cls.__new__(cls) when there are none and cls is a class; REDUCE and NEWOBJ say the same
+        // at protocol 2+. (A callable known not to be a class, builtins.len say, is called.)
         const bool no_args = kind_of(o.args) == Kind::Tuple && o.args.node->items().empty();
-        push_write(no_args ? op::NEWOBJ : op::REDUCE);
+        const std::optional<std::string_view> type = builtin_reductions::python_type_name(o.callable);
+        const bool a_class = !type || *type == "type";
+        push_write(no_args && a_class ? op::NEWOBJ : op::REDUCE);
         push_save(o.args, ctx);
         push_save(o.callable, ctx);
         return;
@@ -666,15 +729,13 @@ class Pickler {
         return;
       }
     }
-    switch (kind_of(s)) {
-      case Kind::None: out_.put(op::NONE); return;
-      case Kind::Bool: out_.put(s.b ? op::NEWTRUE : op::NEWFALSE); return;
-      case Kind::Float: save_float(s.f); return;
-      case Kind::Int:
-        if (s.is_inline) save_int64(s.i);
-        else save_big_int(s.node);
-        return;
-      default: break;
+    if (s.is_inline) {
+      save_scalar(s);
+      return;
+    }
+    if (s.node->kind == Kind::Int) {
+      save_big_int(s.node);
+      return;
     }
     Node* n = s.node;
     if (n->kind != Kind::Global) {
@@ -817,7 +878,11 @@ class Pickler {
   const PicklerOptions& opt_;
   const int proto_;
   PickleOutput& out_;
-  std::vector<Frame> stack_;
+  // The frame stack starts in the Pickler itself (a small dump allocates nothing for it) and
+  // grows on the heap.
+  alignas(Frame) std::byte stack_storage_[32 * sizeof(Frame)];
+  std::pmr::monotonic_buffer_resource stack_memory_{stack_storage_, sizeof stack_storage_};
+  std::pmr::vector<Frame> stack_{&stack_memory_};
   MemoTable memo_;
   std::uint32_t memo_size_ = 0;
   std::unordered_map<std::string, std::uint32_t> global_memo_;  // "module\0qualname" -> memo index
@@ -825,7 +890,7 @@ class Pickler {
   std::unordered_map<const Node*, Slot> lowered_;               // NDArray -> numpy's reduction
   std::unordered_map<const Node*, std::uint32_t> array_data_item_size_;  // its data PickleBuffer -> dtype item size
   std::unordered_set<const Node*> synthetic_;                   // only kept when persistent_id is set
-  std::deque<Value> pids_;                                      // persistent ids being written
+  std::list<Value> pids_;  // persistent ids being written (stable addresses; nothing allocated when empty)
   std::shared_ptr<Graph> scratch_;
   Node* latin1_ = nullptr;
 };

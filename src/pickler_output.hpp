@@ -7,10 +7,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <new>
+#include <utility>
 #include <string_view>
 #include <vector>
 
+#include "huge_pages.hpp"
 #include "opcodes.hpp"
 #include "picklewire/buffer.hpp"
 
@@ -75,6 +78,18 @@ class PickleOutput {
     framing_ = framing;
   }
 
+  // A run of small writes with one capacity check (Pickler::save_scalar_run): begin_run makes room
+  // for `max_bytes` (opening a frame if one is due, as any write would) and returns where to
+  // write; frame_full_at() is where the open frame reaches kFrameSizeTarget (a write position at
+  // or past it must first go through opcode_boundary(), which commits the frame); end_run(p) ends
+  // the run at p.
+  char* begin_run(std::size_t max_bytes) { return reserve(max_bytes); }
+  const char* frame_full_at() const noexcept {
+    if (!framing_ || !frame_open_) return data_ + cap_ + 1;  // never reached: nothing to commit
+    return data_ + frame_start_ + kFrameHeaderSize + kFrameSizeTarget;
+  }
+  void end_run(const char* p) noexcept { len_ = static_cast<std::size_t>(p - data_); }
+
   // Called at the start of every save(), like _Pickler_OpcodeBoundary.
   void opcode_boundary() {
     if (framing_ && frame_open_ && len_ - frame_start_ - kFrameHeaderSize >= kFrameSizeTarget) commit_frame();
@@ -130,6 +145,7 @@ class PickleOutput {
     void* p = std::realloc(data_, cap);
     if (!p) throw std::bad_alloc();
     data_ = static_cast<char*>(p);
+    advise_huge_pages(data_ + len_, cap - len_);  // the part not written yet
     cap_ = cap;
   }
 
@@ -143,40 +159,75 @@ class PickleOutput {
 // Node identity -> memo index, open addressing (the pickler's PyMemoTable). A value with
 // kInProgress set marks a tuple / frozenset / reduce that is being written and is not memoised
 // yet; its low bits hold the memo size when it was entered (see Pickler::enter_unmemoised).
+//
+// The entry array outlives the dump: each thread keeps its last one (up to kMaxCachedEntries) for
+// its next dump, and entries carry the number of the dump that wrote them, so a new dump starts
+// with an empty table without clearing it. A small dump then allocates nothing for its memo, and a
+// big one writes into warm memory instead of faulting in (and zeroing) a fresh table.
 class MemoTable {
  public:
   static constexpr std::uint32_t kInProgress = 0x80000000u;
   static constexpr std::uint32_t kAbsent = 0xffffffffu;
 
-  MemoTable() { rehash(64); }
+  MemoTable() {
+    Cache& cache = t_cache;
+    std::uint32_t generation = cache.generation;  // a fresh array is all epoch 0: valid in any generation
+    if (cache.entries && !cache.closed) {
+      entries_ = std::exchange(cache.entries, nullptr);
+      capacity_ = cache.capacity;
+      generation = cache.entries_generation;
+    }
+    epoch_ = ++cache.epoch;
+    if (epoch_ == 0) {  // 2^32 dumps on this thread: epochs start again, in a new generation
+      ++cache.generation;
+      epoch_ = cache.epoch = 1;
+    }
+    // An array last written in an older generation may hold any epoch: it is cleared once.
+    if (generation != cache.generation) std::fill(entries_, entries_ + capacity_, Entry{});
+    generation_ = cache.generation;
+    if (capacity_ < 64) rehash(64);
+    mask_ = capacity_ - 1;
+  }
+  ~MemoTable() {
+    Cache& cache = t_cache;
+    if (cache.closed || cache.entries || capacity_ > kMaxCachedEntries) {
+      release(entries_);
+      return;
+    }
+    (void)&t_cache_closer;  // registers the closer for this thread
+    cache.entries = entries_;
+    cache.capacity = capacity_;
+    cache.entries_generation = generation_;
+  }
+  MemoTable(const MemoTable&) = delete;
+  MemoTable& operator=(const MemoTable&) = delete;
 
   // Room for about n keys without rehashing.
   void reserve(std::size_t n) {
-    std::size_t capacity = entries_.size();
+    std::size_t capacity = capacity_;
     while (n * 3 >= capacity * 2) capacity *= 2;
-    if (capacity != entries_.size()) rehash(capacity);
+    if (capacity != capacity_) rehash(capacity);
   }
 
   std::uint32_t get(const void* key) const noexcept {
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       const Entry& e = entries_[i];
+      if (e.epoch != epoch_) return kAbsent;
       if (e.key == key) return e.value;
-      if (!e.key) return kAbsent;
     }
   }
 
   void set(const void* key, std::uint32_t value) {
-    if ((used_ + 1) * 3 >= entries_.size() * 2) rehash(entries_.size() * 2);
+    if ((used_ + 1) * 3 >= capacity_ * 2) rehash(capacity_ * 2);
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       Entry& e = entries_[i];
-      if (e.key == key) {
-        e.value = value;
+      if (e.epoch != epoch_) {
+        e = {key, value, epoch_};
+        ++used_;
         return;
       }
-      if (!e.key) {
-        e.key = key;
+      if (e.key == key) {
         e.value = value;
-        ++used_;
         return;
       }
     }
@@ -186,26 +237,61 @@ class MemoTable {
   struct Entry {
     const void* key = nullptr;
     std::uint32_t value = 0;
+    std::uint32_t epoch = 0;  // the dump that wrote it; any other: empty (same 16 bytes as before)
   };
+  static constexpr std::size_t kMaxCachedEntries = std::size_t(2) << 20;  // 32 MiB
+
+  // Trivially destructible (usable from any thread_local destructor); the closer frees the
+  // cached array at thread exit and stops caching.
+  struct Cache {
+    Entry* entries;  // new[]'d, `capacity` of them
+    std::size_t capacity;
+    std::uint32_t entries_generation;  // the generation its epochs belong to
+    std::uint32_t epoch;               // the last dump's
+    std::uint32_t generation;          // bumped when epoch wraps
+    bool closed;
+  };
+  static inline thread_local Cache t_cache{};
+  struct CacheCloser {
+    ~CacheCloser() {
+      release(t_cache.entries);
+      t_cache.entries = nullptr;
+      t_cache.closed = true;
+    }
+  };
+  static inline thread_local CacheCloser t_cache_closer;
 
   // Nodes of one graph sit next to each other in its arena and are mostly visited in allocation
   // order: a hash that keeps neighbours in neighbouring slots (as CPython's memo does, ptr >> 3)
   // turns the lookups into a near-sequential scan instead of one cache miss per node.
+  // `capacity` empty entries (epoch 0: empty for every dump). A big table (a dump of millions of
+  // objects) gets huge pages before it is first written.
+  static Entry* allocate(std::size_t capacity) {
+    void* raw = ::operator new(capacity * sizeof(Entry));
+    advise_huge_pages(raw, capacity * sizeof(Entry));
+    return new (raw) Entry[capacity];
+  }
+  static void release(Entry* entries) noexcept { ::operator delete(entries); }  // (trivially destructible)
+
   std::size_t slot_of(const void* key) const noexcept {
     return static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(key) >> 3) & mask_;
   }
 
   void rehash(std::size_t capacity) {
-    std::vector<Entry> old = std::move(entries_);
-    entries_.assign(capacity, Entry{});
+    Entry* old = std::exchange(entries_, allocate(capacity));
+    const std::size_t old_capacity = std::exchange(capacity_, capacity);
     mask_ = capacity - 1;
     used_ = 0;
-    for (const Entry& e : old)
-      if (e.key) set(e.key, e.value);
+    for (std::size_t i = 0; i < old_capacity; ++i)
+      if (old[i].epoch == epoch_) set(old[i].key, old[i].value);
+    release(old);
   }
 
-  std::vector<Entry> entries_;
+  Entry* entries_ = nullptr;
+  std::size_t capacity_ = 0;
   std::size_t used_ = 0, mask_ = 0;
+  std::uint32_t epoch_ = 0;
+  std::uint32_t generation_ = 0;
 };
 
 }  // namespace picklewire::detail

@@ -21,12 +21,16 @@
 #include "graph.hpp"
 #include "opcodes.hpp"
 #include "picklewire/unpickler.hpp"
-#include "reductions.hpp"
+#include "builtin_reductions.hpp"
+#include "numpy_reductions.hpp"
+#include "unpickler_scratch.hpp"
 #include "unpickler_text.hpp"
 
 namespace picklewire {
 
 namespace {
+
+using namespace unpickler_detail;
 
 struct CompatName {
   std::string_view module, name, new_module, new_name;
@@ -35,159 +39,6 @@ struct CompatModule {
   std::string_view module, new_module;
 };
 #include "unpickler_compat.inc"
-
-constexpr std::uint32_t kEmptyMemo = std::numeric_limits<std::uint32_t>::max();
-
-// A value-stack (and memo) entry: the slot and the nesting depth of the value as seen when it was
-// built (containers: 1 + deepest child; scalars 0). kEmptyMemo marks an unused memo entry.
-struct Item {
-  Slot slot;
-  std::uint32_t depth = 0;
-};
-
-// Copies a slot field by field. The slot being copied was usually written a few instructions
-// earlier with field-sized stores (kind + is_inline, then the payload), and a whole-Slot copy is
-// one 16-byte load the CPU cannot forward from those stores: a stall of ~15 cycles, which was half
-// the time of a MEMOIZE. Field-sized loads are forwarded.
-[[gnu::always_inline]] inline void copy_slot(Slot& to, const Slot& from) noexcept {
-  to.kind = from.kind;
-  to.is_inline = from.is_inline;
-  std::memcpy(&to.i, &from.i, sizeof to.i);  // the union's bytes, whichever member is active
-}
-
-
-// The slots of a run of Items, for vector::insert.
-struct SlotIterator {
-  using iterator_category = std::forward_iterator_tag;
-  using value_type = Slot;
-  using difference_type = std::ptrdiff_t;
-  using pointer = const Slot*;
-  using reference = const Slot&;
-  const Item* at;
-  reference operator*() const noexcept { return at->slot; }
-  pointer operator->() const noexcept { return &at->slot; }
-  SlotIterator& operator++() noexcept { ++at; return *this; }
-  SlotIterator operator++(int) noexcept { return {at++}; }
-  bool operator==(const SlotIterator& o) const noexcept { return at == o.at; }
-  bool operator!=(const SlotIterator& o) const noexcept { return at != o.at; }
-};
-
-// The value stack and the dense memo. Storage stays constructed (items_.size() is the capacity)
-// and a push writes the slot and depth straight into it: `vector::push_back(Item{...})` made GCC
-// assemble the Item in a stack temporary with narrower stores and copy it with one 16-byte load,
-// which the CPU cannot forward from those stores — a stall on every push, a third of the time of
-// loading a list of ints. (And vector::emplace_back was not inlined: ~37 instructions a MEMOIZE.)
-class ItemStack {
- public:
-  ItemStack() = default;
-  ItemStack(ItemStack&& o) noexcept
-      : items_(std::move(o.items_)),
-        data_(std::exchange(o.data_, nullptr)),
-        capacity_(std::exchange(o.capacity_, 0)),
-        size_(std::exchange(o.size_, 0)) {}
-  ItemStack& operator=(ItemStack&& o) noexcept {
-    items_ = std::move(o.items_);
-    data_ = std::exchange(o.data_, nullptr);
-    capacity_ = std::exchange(o.capacity_, 0);
-    size_ = std::exchange(o.size_, 0);
-    return *this;
-  }
-  std::size_t size() const noexcept { return size_; }
-  std::size_t capacity() const noexcept { return items_.size(); }
-  Item& back() noexcept { return data_[size_ - 1]; }
-  Item& operator[](std::size_t i) noexcept { return data_[i]; }
-  const Item& operator[](std::size_t i) const noexcept { return data_[i]; }
-  [[gnu::always_inline]] void push(Slot s, std::uint32_t depth) {
-    if (size_ == capacity_) [[unlikely]] reserve(std::max<std::size_t>(64, capacity_ * 2));
-    Item& it = data_[size_++];
-    copy_slot(it.slot, s);
-    it.depth = depth;
-  }
-  void push_back(const Item& it) { push(it.slot, it.depth); }
-  // Makes room for `n` more items and returns the first; the caller writes all `n`.
-  Item* extend(std::size_t n) {
-    if (n > capacity_ - size_) reserve(std::max<std::size_t>({64, capacity_ * 2, size_ + n}));
-    Item* first = data_ + size_;
-    size_ += n;
-    return first;
-  }
-  void pop_back() noexcept { --size_; }
-  void resize(std::size_t n, const Item& fill = {}) {  // shrinks (drops the top items) or grows with `fill`
-    if (n > capacity_) reserve(n);
-    for (std::size_t i = size_; i < n; ++i) data_[i] = fill;
-    size_ = n;
-  }
-  void clear() noexcept { size_ = 0; }
-
- private:
-  [[gnu::noinline]] void reserve(std::size_t n) {
-    items_.resize(n);
-    data_ = items_.data();
-    capacity_ = n;
-  }
-  std::vector<Item> items_;
-  // items_'s data and size, kept here: vector::size() divides by sizeof(Item) on every push.
-  Item* data_ = nullptr;
-  std::size_t capacity_ = 0;
-  std::size_t size_ = 0;
-};
-
-// The scratch vectors of one load (value stack, marks, dense memo) die with it, so each thread
-// keeps the last load's vectors, emptied, for its next load: a stream of N memoised objects then
-// writes into warm memory instead of faulting in fresh pages (and copying on every doubling) each
-// time. Bounded (kMaxCachedScratchBytes); a nested load (persistent_load calling load) or a
-// concurrent one on another thread simply gets vectors of its own.
-struct Scratch {
-  ItemStack stack;
-  ItemStack memo;
-  std::vector<std::size_t> marks;
-  std::size_t bytes() const {
-    return (stack.capacity() + memo.capacity()) * sizeof(Item) + marks.capacity() * sizeof(std::size_t);
-  }
-};
-constexpr std::size_t kMaxCachedScratchBytes = std::size_t(32) << 20;
-// Trivially destructible (usable from any thread_local destructor); the closer frees the cached
-// scratch at thread exit and stops caching.
-struct CachedScratch {
-  Scratch* scratch = nullptr;
-  bool closed = false;
-};
-thread_local CachedScratch t_cached_scratch;
-struct CachedScratchCloser {
-  ~CachedScratchCloser() {
-    delete t_cached_scratch.scratch;
-    t_cached_scratch = {nullptr, true};
-  }
-};
-thread_local CachedScratchCloser t_cached_scratch_closer;
-
-class ScratchLease {
- public:
-  ScratchLease() : scratch_(std::exchange(t_cached_scratch.scratch, nullptr)) {
-    if (!scratch_) scratch_ = std::make_unique<Scratch>();
-  }
-  ~ScratchLease() {
-    scratch_->stack.clear();
-    scratch_->memo.clear();
-    scratch_->marks.clear();
-    if (!t_cached_scratch.closed && !t_cached_scratch.scratch && scratch_->bytes() <= kMaxCachedScratchBytes) {
-      (void)&t_cached_scratch_closer;  // registers the closer for this thread
-      t_cached_scratch.scratch = scratch_.release();
-    }
-  }
-  ScratchLease(const ScratchLease&) = delete;
-  ScratchLease& operator=(const ScratchLease&) = delete;
-  Scratch& operator*() const { return *scratch_; }
-
- private:
-  std::unique_ptr<Scratch> scratch_;
-};
-
-bool is_global(const Slot& s, std::string_view module, std::string_view name) {
-  if (s.is_inline || s.node->kind != Kind::Global) return false;
-  const GlobalName& g = s.node->global();
-  return g.module == module && g.name == name;
-}
 
 class Machine {
  public:
@@ -339,6 +190,8 @@ class Machine {
   Slot decimal_int(std::string_view digits, bool big_allowed);
   Slot global(std::string_view module, std::string_view name, bool from_stream);
   Slot reduce(const Item& callable, const Item& args);
+  Slot newobj(ObjectForm form, const Slot& cls, const Slot& args, const Slot& kwargs);
+  Slot instantiate(ObjectForm form, const Slot& cls, const Slot& args);
   Slot object(ObjectForm form, const Slot& callable, const Slot& args, const Slot& kwargs);
 
   // ---- stack
@@ -530,22 +383,7 @@ const Item& Machine::memo_get(std::uint64_t index) {
 
 // ---------------------------------------------------------------- ints
 
-Slot Machine::int_from_le(std::string_view le, bool viewable) {
-  std::size_t n = le.size();
-  auto byte = [&](std::size_t i) { return static_cast<unsigned char>(le[i]); };
-  while (n > 1 && ((byte(n - 1) == 0x00 && !(byte(n - 2) & 0x80)) || (byte(n - 1) == 0xff && (byte(n - 2) & 0x80))))
-    --n;
-  if (n == 0 || (n == 1 && byte(0) == 0)) return int_slot(0);
-  if (n <= 8) {
-    std::uint64_t u = 0;
-    for (std::size_t i = 0; i < n; ++i) u |= std::uint64_t(byte(i)) << (8 * i);
-    if (byte(n - 1) & 0x80)
-      for (std::size_t i = n; i < 8; ++i) u |= std::uint64_t(0xff) << (8 * i);
-    return int_slot(static_cast<std::int64_t>(u));
-  }
-  le = le.substr(0, n);
-  return text(Kind::Int, viewable ? le : graph_->store(le));
-}
+Slot Machine::int_from_le(std::string_view le, bool viewable) { return picklewire::int_from_le(*graph_, le, viewable); }
 
 // Protocol-0 INT / LONG / GET arguments: an optional sign and decimal digits, of any size up to
 // max_decimal_int_digits (the conversion is quadratic).
@@ -614,71 +452,45 @@ Slot Machine::object(ObjectForm form, const Slot& callable, const Slot& args, co
   return node_slot(n);
 }
 
-bool is_number(const Slot& s) {
-  const Kind k = kind_of(s);
-  return s.is_inline && (k == Kind::Int || k == Kind::Float || k == Kind::Bool);
-}
-double number(const Slot& s) {
-  if (kind_of(s) == Kind::Float) return s.f;
-  if (kind_of(s) == Kind::Bool) return s.b ? 1.0 : 0.0;
-  return static_cast<double>(s.i);
-}
-
+// REDUCE: what CPython refuses fails here; builtins and numpy's reductions decode to native
+// values; the rest stays an inert Object node.
 Slot Machine::reduce(const Item& callable, const Item& args) {
   const Slot& c = callable.slot;
   const Slot& a = args.slot;
+  builtin_reductions::check_reduce(c, a, op_offset_);
   if (options_.decode_reductions && !c.is_inline && c.node->kind == Kind::Global) {
     const GlobalName& g = c.node->global();
     if (g.module.starts_with("numpy")) {
       if (std::optional<Slot> decoded = numpy::decode_reduce(*graph_, g, a, op_offset_)) return *decoded;
-    }
-    const Items* argv = (!a.is_inline && a.node->kind == Kind::Tuple) ? &a.node->items() : nullptr;
-    if (argv && g.module == "builtins") {
-      const Items& av = *argv;
-      if (g.name == "complex" && av.size() <= 2 && std::all_of(av.begin(), av.end(), is_number)) {
-        Node* n = make(Kind::Complex);
-        std::get<ComplexNumber>(n->payload) = {av.size() > 0 ? number(av[0]) : 0.0, av.size() > 1 ? number(av[1]) : 0.0};
-        return node_slot(n);
-      }
-      if (g.name == "set" || g.name == "frozenset") {
-        Kind k = g.name == "set" ? Kind::Set : Kind::FrozenSet;
-        if (av.empty()) return node_slot(make(k));
-        if (av.size() == 1 && !av[0].is_inline) {
-          Kind from = av[0].node->kind;
-          if (from == Kind::List || from == Kind::Tuple || from == Kind::Set || from == Kind::FrozenSet) {
-            Node* n = make(k);
-            n->items() = av[0].node->items();
-            return node_slot(n);
-          }
-        }
-      }
-      if (g.name == "bytes" && av.empty()) return text(Kind::Bytes, {});
-      if (g.name == "bytearray") {
-        if (av.empty()) return text(Kind::ByteArray, {});
-        if (av.size() == 1 && kind_of(av[0]) == Kind::Bytes) return text(Kind::ByteArray, av[0].node->text().data);
-        if (av.size() == 2 && kind_of(av[0]) == Kind::Str && kind_of(av[1]) == Kind::Str &&
-            (av[1].node->text().data == "latin-1" || av[1].node->text().data == "latin1")) {
-          std::string out;
-          if (!utf8_to_latin1(av[0].node->text().data, out)) fail("'latin-1' codec can't encode character");
-          return text(Kind::ByteArray, graph_->store(out));
-        }
-      }
-    }
-    if (argv && g.module == "_codecs" && g.name == "encode" && argv->size() == 2 &&
-        kind_of((*argv)[0]) == Kind::Str && kind_of((*argv)[1]) == Kind::Str &&
-        ((*argv)[1].node->text().data == "latin1" || (*argv)[1].node->text().data == "latin-1")) {
-      std::string out;
-      if (!utf8_to_latin1((*argv)[0].node->text().data, out)) fail("'latin-1' codec can't encode character");
-      return text(Kind::Bytes, graph_->store(out));
-    }
-    // copyreg._reconstructor(cls, object, None) is how protocols 0 and 1 create a plain instance:
-    // cls.__new__(cls). It becomes the NEWOBJ form, which writes back as protocol 2+ would.
-    if (argv && g.module == "copyreg" && g.name == "_reconstructor" && argv->size() == 3 &&
-        is_global((*argv)[1], "builtins", "object") && kind_of((*argv)[2]) == Kind::None) {
-      return object(ObjectForm::NewObj, (*argv)[0], node_slot(make(Kind::Tuple)), Slot());
+    } else if (std::optional<Slot> decoded = builtin_reductions::decode_reduce(*graph_, g, a, op_offset_)) {
+      return *decoded;
     }
   }
   return object(ObjectForm::Reduce, c, a, Slot());
+}
+
+// NEWOBJ / NEWOBJ_EX (kwargs None for NEWOBJ), the same way.
+Slot Machine::newobj(ObjectForm form, const Slot& cls, const Slot& args, const Slot& kwargs) {
+  builtin_reductions::check_newobj(form, cls, args, kwargs, op_offset_);
+  if (options_.decode_reductions && !cls.is_inline && cls.node->kind == Kind::Global) {
+    if (std::optional<Slot> decoded = builtin_reductions::decode_newobj(*graph_, cls.node->global(), args, kwargs, op_offset_))
+      return *decoded;
+  }
+  return object(form, cls, args, kwargs);
+}
+
+// INST / OBJ (`args` a tuple): pickle's _instantiate, cls.__new__(cls) for a class without
+// arguments and cls(*args) otherwise, judged and decoded the same ways.
+Slot Machine::instantiate(ObjectForm form, const Slot& cls, const Slot& args) {
+  builtin_reductions::check_reduce(cls, args, op_offset_);
+  if (options_.decode_reductions && !cls.is_inline && cls.node->kind == Kind::Global) {
+    const GlobalName& g = cls.node->global();
+    std::optional<Slot> decoded = args.node->items().empty()
+                                      ? builtin_reductions::decode_newobj(*graph_, g, args, Slot(), op_offset_)
+                                      : builtin_reductions::decode_reduce(*graph_, g, args, op_offset_);
+    if (decoded) return *decoded;
+  }
+  return object(form, cls, args, Slot());
 }
 
 // ---------------------------------------------------------------- containers
@@ -952,7 +764,7 @@ Value Machine::execute() {
         std::string_view name = readline();
         Slot cls = global(module, name, true);
         Item args = collect(Kind::Tuple, k);
-        push(object(ObjectForm::Inst, cls, args.slot, Slot()), args.depth);
+        push(instantiate(ObjectForm::Inst, cls, args.slot), args.depth);
         break;
       }
       case op::OBJ: {
@@ -961,16 +773,13 @@ Value Machine::execute() {
         Item cls = stack_[k];
         Item args = collect(Kind::Tuple, k + 1);
         stack_.pop_back();
-        push(object(ObjectForm::Obj, cls.slot, args.slot, Slot()), std::max(args.depth, checked_depth(cls.depth + 1ull)));
+        push(instantiate(ObjectForm::Obj, cls.slot, args.slot), std::max(args.depth, checked_depth(cls.depth + 1ull)));
         break;
       }
       case op::NEWOBJ: {
         Item args = pop();
         Item cls = pop();
-        if (kind_of(args.slot) != Kind::Tuple) fail("NEWOBJ expected an arg tuple.");
-        Kind ck = kind_of(cls.slot);
-        if (ck != Kind::Global && ck != Kind::Object) fail("NEWOBJ class argument isn't a type object");
-        push(object(ObjectForm::NewObj, cls.slot, args.slot, Slot()),
+        push(newobj(ObjectForm::NewObj, cls.slot, args.slot, Slot()),
              checked_depth(std::uint64_t(std::max(args.depth, cls.depth)) + 1));
         break;
       }
@@ -978,11 +787,7 @@ Value Machine::execute() {
         Item kwargs = pop();
         Item args = pop();
         Item cls = pop();
-        if (kind_of(args.slot) != Kind::Tuple) fail("NEWOBJ_EX args argument must be a tuple, not " + std::string(to_string(kind_of(args.slot))));
-        if (kind_of(kwargs.slot) != Kind::Dict) fail("NEWOBJ_EX kwargs argument must be a dict, not " + std::string(to_string(kind_of(kwargs.slot))));
-        Kind ck = kind_of(cls.slot);
-        if (ck != Kind::Global && ck != Kind::Object) fail("NEWOBJ_EX class argument must be a type, not " + std::string(to_string(ck)));
-        push(object(ObjectForm::NewObjEx, cls.slot, args.slot, kwargs.slot),
+        push(newobj(ObjectForm::NewObjEx, cls.slot, args.slot, kwargs.slot),
              checked_depth(std::uint64_t(std::max({args.depth, cls.depth, kwargs.depth})) + 1));
         break;
       }

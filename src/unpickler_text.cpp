@@ -202,7 +202,7 @@ bool utf8_to_latin1(std::string_view utf8, std::string& out) {
   return true;
 }
 
-bool parse_python_float(std::string_view line, double& out) {
+bool parse_python_float(std::string_view line, double& out, bool overflow_is_inf) {
   if (line.empty() || line.size() > 4096) return false;
   for (char c : line)
     if (c == 'x' || c == 'X' || c == '(' || c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v' || c == '\0' || c == 'p' || c == 'P')
@@ -214,22 +214,28 @@ bool parse_python_float(std::string_view line, double& out) {
   char* end = nullptr;
   double d = strtod_l(s.c_str(), &end, c_locale);
   if (end != s.c_str() + s.size()) return false;
-  if (errno == ERANGE && std::isinf(d)) return false;  // overflow ("1e500") is an error in CPython
+  if (errno == ERANGE && std::isinf(d) && !overflow_is_inf) return false;  // overflow ("1e500") is an error in CPython
   out = d;
   return true;
 }
 
 std::string decimal_to_le_twos_complement(std::string_view digits, bool negative) {
+  return digits_to_le_twos_complement(digits, 10, negative);
+}
+
+std::string digits_to_le_twos_complement(std::string_view digits, unsigned base, bool negative) {
+  auto value = [](char c) {
+    return static_cast<std::uint32_t>(c <= '9' ? c - '0' : c >= 'a' ? c - 'a' + 10 : c - 'A' + 10);
+  };
   std::vector<std::uint32_t> limbs;  // base 2^32, little-endian
   std::size_t i = 0;
   while (i < digits.size()) {
-    std::size_t chunk = std::min<std::size_t>(9, digits.size() - i);
     std::uint32_t mul = 1, add = 0;
-    for (std::size_t k = 0; k < chunk; ++k) {
-      mul *= 10;
-      add = add * 10 + static_cast<std::uint32_t>(digits[i + k] - '0');
+    // As many digits as keep mul (base^chunk) within 32 bits.
+    for (; i < digits.size() && std::uint64_t(mul) * base <= 0xffffffffu; ++i) {
+      mul *= base;
+      add = add * base + value(digits[i]);
     }
-    i += chunk;
     std::uint64_t carry = add;
     for (std::uint32_t& l : limbs) {
       std::uint64_t v = std::uint64_t(l) * mul + carry;

@@ -45,11 +45,14 @@ bool raw_unicode_escape_decode(std::string_view line, std::string& out, std::str
 bool utf8_to_latin1(std::string_view utf8, std::string& out);
 
 // float(line) as the FLOAT opcode accepts it (PyOS_string_to_double: inf, nan, no hex, overflow
-// is an error, underflow gives 0 / a subnormal).
-bool parse_python_float(std::string_view line, double& out);
+// is an error, underflow gives 0 / a subnormal). `overflow_is_inf`: overflow gives +-inf instead,
+// as float(str) does.
+bool parse_python_float(std::string_view line, double& out, bool overflow_is_inf = false);
 
 // Decimal digits (no sign, no leading zeros needed) -> little-endian two's complement bytes,
 // not minimal (the caller trims). Quadratic: callers bound the digit count.
 std::string decimal_to_le_twos_complement(std::string_view digits, bool negative);
+// The same for digits in `base` (2..36; 0-9, then a-z or A-Z).
+std::string digits_to_le_twos_complement(std::string_view digits, unsigned base, bool negative);
 
 }  // namespace picklewire

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "graph.hpp"
+#include "huge_pages.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/ndarray.hpp"
 #include "picklewire/value.hpp"
@@ -75,13 +76,22 @@ class CachedHeap final : public std::pmr::memory_resource {
     return std::max(kMinBlockClass, static_cast<int>(std::bit_width(bytes - 1))) - kMinBlockClass;
   }
   void* do_allocate(std::size_t bytes, std::size_t align) override {
-    if (!cacheable(bytes, align)) return ::operator new(bytes, std::align_val_t(align));
+    if (!cacheable(bytes, align)) {
+      void* p = ::operator new(bytes, std::align_val_t(align));
+      detail::advise_huge_pages(p, bytes);
+      return p;
+    }
     const int c = class_of(bytes);
     if (t_block_cache.count[c] > 0) {
       t_block_cache.bytes -= std::size_t(1) << (c + kMinBlockClass);
       return t_block_cache.blocks[c][--t_block_cache.count[c]];
     }
-    return ::operator new(std::size_t(1) << (c + kMinBlockClass));
+    return fresh(std::size_t(1) << (c + kMinBlockClass));
+  }
+  static void* fresh(std::size_t bytes) {
+    void* p = ::operator new(bytes);
+    detail::advise_huge_pages(p, bytes);  // not yet touched: the first writes fault in huge pages
+    return p;
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
     if (!cacheable(bytes, align)) return ::operator delete(p, std::align_val_t(align));

@@ -11,7 +11,7 @@
 #include "graph.hpp"
 #include "picklewire/ndarray.hpp"
 #include "picklewire/value.hpp"
-#include "reductions.hpp"
+#include "numpy_reductions.hpp"
 #include "support.hpp"
 
 using namespace picklewire;

@@ -2,12 +2,15 @@
 // (Byte-for-byte agreement with CPython is pickler_interop_test.cpp.)
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "graph.hpp"
 #include "opcodes.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/pickler.hpp"
+#include "picklewire/unpickler.hpp"
 #include "picklewire/value.hpp"
 
 using namespace picklewire;
@@ -94,3 +97,51 @@ TEST(Pickler, DumpMessageSplitsByThresholdAndRecordsInbandCopies) {
   EXPECT_EQ(m.stream.chars().find(large), std::string_view::npos);
 }
 
+
+// The memo table's array is reused by the next dump on the same thread (entries tagged with the
+// dump that wrote them). Graphs loaded one after another reuse the same node addresses, so a stale
+// entry would turn a fresh str into a GET of an index the new stream never stored: every dump must
+// equal a dump on a new thread, including one made inside another (persistent_id calls dump while
+// the outer dump holds its table).
+TEST(Pickler, ConsecutiveAndNestedDumpsShareNoMemoEntries) {
+  // CPython: pickle.dumps([a, a, 'b', 'b', 'c'], 5) with a = 'a' and 'b' one object; ['x', 'y', 1].
+  const std::string shared("\x80\x05\x95\x15\x00\x00\x00\x00\x00\x00\x00]\x94(\x8c\x01" "a\x94h\x01\x8c\x01" "b\x94h\x02"
+                           "\x8c\x01" "c\x94" "e.", 32);
+  const std::string other("\x80\x05\x95\x0f\x00\x00\x00\x00\x00\x00\x00]\x94(\x8c\x01x\x94\x8c\x01y\x94K\x01" "e.", 26);
+  std::string expected[2];
+  std::thread([&] {
+    for (int k = 0; k < 2; ++k) expected[k] = dumps(load(Buffer::copy(k ? other : shared, true)));
+  }).join();
+  EXPECT_EQ(expected[0], shared);
+  EXPECT_EQ(expected[1], other);
+  for (int round = 0; round < 200; ++round) {
+    const int k = round % 2;
+    Value v = load(Buffer::copy(k ? other : shared, true));
+    PicklerOptions nested;
+    std::string inner;
+    if (round % 7 == 0)
+      nested.persistent_id = [&](const Value& x) -> std::optional<Value> {
+        if (inner.empty() && x.kind() == Kind::Str) inner = std::string(dump(load(Buffer::copy(other, true))).chars());
+        return std::nullopt;
+      };
+    EXPECT_EQ(std::string(dump(v, nested).chars()), expected[k]) << round;
+    if (!inner.empty()) {
+      EXPECT_EQ(inner, expected[1]) << round;
+    }
+  }
+}
+
+// OBJ / INST without arguments is cls.__new__(cls) only for a class: a callable known not to be
+// one (builtins.len) is called, so it is written as REDUCE, which loads back (NEWOBJ of len is
+// refused by the unpickler, as by CPython).
+TEST(Pickler, InstOfANonClassIsWrittenAsReduce) {
+  Value v = load(Buffer::copy(std::string_view("(cbuiltins\nlen\no."), true));
+  ASSERT_EQ(v.kind(), Kind::Object);
+  const std::string s = dumps(v, 2);
+  // CPython: pickle.dumps of an object whose __reduce__ is (len, ()), protocol 2.
+  EXPECT_EQ(s, std::string("\x80\x02" "c__builtin__\nlen\nq\x00)Rq\x01.", 26));
+  EXPECT_EQ(load(Buffer::copy(s, true)).kind(), Kind::Object);
+  // A class (or an unknown global) keeps the NEWOBJ form.
+  EXPECT_EQ(dumps(load(Buffer::copy(std::string_view("(cmod\nC\no."), true)), 2),
+            std::string("\x80\x02" "cmod\nC\nq\x00)\x81q\x01.", 16));
+}

@@ -12,11 +12,12 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPICKLEWIRE_WERROR=ON 
       -DPython3_EXECUTABLE=/usr/bin/python3 >/dev/null
 cmake --build "$build" -j"$jobs"
 
-# Fuzz smoke run: the unpickler under libFuzzer + ASan/UBSan for a bounded time (long runs: docs/fuzzing.md).
+# Fuzz smoke run: every libFuzzer target under ASan/UBSan, FUZZ_SECONDS split between them (long
+# runs: docs/fuzzing.md).
 if [ -f tests/fuzz/run.sh ] && command -v clang++ >/dev/null; then
   mkdir -p "$build"
   if bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-60}" > "$build/fuzz-smoke.log" 2>&1; then
-    echo "fuzz smoke: $(grep -E '^Done [0-9]+ runs' "$build/fuzz-smoke.log" | tail -1) (log: $build/fuzz-smoke.log)"
+    echo "fuzz smoke: $(grep -E '^(== [a-z_]+:|Done [0-9]+ runs)' "$build/fuzz-smoke.log" | paste -sd' ') (log: $build/fuzz-smoke.log)"
   else
     tail -60 "$build/fuzz-smoke.log"
     echo "fuzz smoke: FAILED (log: $build/fuzz-smoke.log)" >&2

@@ -159,7 +159,7 @@ TEST(Unpickler, MalformedStreamsGiveCPythonsMessagesAndOffsets) {
   expect_error("\x82\x00"sv, "EXT specifies code <= 0", 0);
   expect_error("\x82\x05"sv, "unregistered extension code 5", 0);
   expect_error("Pid\n."sv, "no persistent_load function", 0);
-  expect_error("N]\x81."sv, "NEWOBJ expected an arg tuple.", 2);
+  expect_error("N]\x81."sv, "NEWOBJ class argument must be a type, not NoneType", 2);  // _pickle.c checks the class first
   expect_error("K\x01\x98."sv, "memoryview: a bytes-like object is required", 2);
   expect_error("\x95\x02\x00\x00\x00\x00\x00\x00\x00N"sv, "pickle data was truncated", 0);
 }
@@ -418,4 +418,45 @@ TEST(Unpickler, PerThreadScratchAndChunkReuseKeepLoadsIndependent) {
   check(made[3]);
   std::thread([v = std::move(made[2])]() mutable { v = Value(); }).join();  // dies on another thread
   check(made[3]);
+}
+
+// pickletester's test_bad_reduce / test_bad_newobj / test_bad_newobj_ex in C++ (the messages are
+// CPython 3.11's; tests/python/test_builtin_reductions.py compares them with CPython at test time).
+TEST(Unpickler, BuiltinReductionsAreDecidedLikeCPython) {
+  for (std::string_view accepted : {"cbuiltins\nint\n)R."sv, "cbuiltins\nint\n)\x81."sv, "cbuiltins\nint\n)}\x92."sv}) {
+    Value v = load_bytes(accepted);
+    ASSERT_EQ(v.kind(), Kind::Int) << accepted;
+    EXPECT_EQ(v.as_int(), 0);
+  }
+  expect_error("N)R."sv, "'NoneType' object is not callable", 2);
+  expect_error("cbuiltins\nint\nNR."sv, "argument list must be a tuple", 15);
+  expect_error("cbuiltins\nlen\n)\x81."sv, "NEWOBJ class argument must be a type, not builtin_function_or_method", 15);
+  expect_error("cbuiltins\nint\nN\x81."sv, "NEWOBJ args argument must be a tuple, not NoneType", 15);
+  expect_error("cbuiltins\nlen\n)}\x92."sv, "NEWOBJ_EX class argument must be a type, not builtin_function_or_method", 16);
+  expect_error("cbuiltins\nint\nN}\x92."sv, "NEWOBJ_EX args argument must be a tuple, not NoneType", 16);
+  expect_error("cbuiltins\nint\n)N\x92."sv, "NEWOBJ_EX kwargs argument must be a dict, not NoneType", 16);
+  // Refusals do not depend on decode_reductions; decoding does.
+  UnpicklerOptions inert;
+  inert.decode_reductions = false;
+  expect_error("N)R."sv, "'NoneType' object is not callable", 2, inert);
+  EXPECT_EQ(load_bytes("cbuiltins\nint\n)R."sv, inert).kind(), Kind::Object);
+  // An argument that is itself an inert object is never judged.
+  EXPECT_EQ(load_bytes("cbuiltins\nint\ncmod\nf\n)R\x85R."sv).kind(), Kind::Object);
+  EXPECT_EQ(repr(load_bytes("cbuiltins\ntuple\nVab\n\x85R."sv)), "('a', 'b')");
+}
+
+// INST / OBJ are pickle's _instantiate: judged like REDUCE (a literal is not callable) and decoded
+// like the call or cls.__new__(cls). The first stream is what tests/fuzz/repr_fuzz.cpp found: it
+// loaded as OBJ(1246382666), which the pickler wrote back as a NEWOBJ the unpickler then refused.
+TEST(Unpickler, InstAndObjAreJudgedAndDecodedLikeTheirCalls) {
+  UnpicklerOptions inert;
+  inert.decode_reductions = false;
+  expect_error("(JJJJJo.0\x80)"sv, "'int' object is not callable", 6, inert);
+  expect_error("(N)o."sv, "'NoneType' object is not callable", 3);
+  expect_error("(ibuiltins\nTrue\n."sv, "'bool' object is not callable", 1);
+  Value five = load_bytes("(cbuiltins\nint\nK\x05o."sv);
+  ASSERT_EQ(five.kind(), Kind::Int);
+  EXPECT_EQ(five.as_int(), 5);
+  EXPECT_EQ(repr(load_bytes("(ibuiltins\nlist\n."sv)), "[]");
+  EXPECT_EQ(load_bytes("(cbuiltins\nlen\no."sv).kind(), Kind::Object);  // len() raises only when called
 }

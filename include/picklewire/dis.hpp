@@ -15,5 +15,9 @@ namespace picklewire {
 // never stored, a missing STOP, or a non-empty stack after STOP throw UnpicklingError (offset of
 // the opcode). Iterative; the output is linear in the input.
 std::string dis(const Buffer& stream);
+// The same listing appended to `out` line by line: when it throws, `out` holds the lines before
+// the error, as pickletools.dis has printed them by the time it raises (`picklewire dis` prints
+// them, then the error).
+void dis(const Buffer& stream, std::string& out);
 
 }  // namespace picklewire

@@ -60,8 +60,11 @@ struct UnpicklerOptions {
   // is met. ("latin1" is what numpy documents for Python 2 array pickles.)
   std::string encoding = "ASCII";
 
-  // Decode well-known reductions (complex, set, bytes, bytearray, copyreg._reconstructor, numpy
-  // arrays and dtypes) to native kinds. Off: every reduction stays an Object node.
+  // Decode well-known reductions (builtin types called with literal arguments, _codecs.encode,
+  // copyreg._reconstructor, numpy arrays and dtypes) to native kinds (docs/unpickler.md). Off:
+  // every reduction stays an Object node. Either way, a reduction CPython refuses without
+  // importing anything (None as the callable, a non-tuple argument list, NEWOBJ of a function)
+  // is an UnpicklingError in CPython's words.
   bool decode_reductions = true;
 };
 

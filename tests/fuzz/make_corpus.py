@@ -1,7 +1,10 @@
 #!/usr/bin/python3
-"""Writes the unpickler fuzz seed corpus: CPython pickles of a broad set of objects at protocols
-0-5 (C and pure-Python picklers), plus pickletester's fixed vectors. Generated at fuzz time, never
-committed. Usage: make_corpus.py DIR
+"""Writes the pickle fuzz seed corpus: CPython pickles of a broad set of objects at protocols
+0-5 (C and pure-Python picklers), builtin reductions, numpy arrays, plus pickletester's fixed
+vectors. Generated at fuzz time, never committed.
+Usage: make_corpus.py [--prefix-byte] DIR
+  --prefix-byte: each seed starts with one more byte, for targets whose byte 0 chooses options
+  (repr_fuzz, loads_safe_fuzz); it varies with the seed, so the options get covered.
 """
 import hashlib
 import math
@@ -9,7 +12,12 @@ import pathlib
 import pickle
 import sys
 
-out = pathlib.Path(sys.argv[1])
+options = [a for a in sys.argv[1:] if a.startswith("--")]
+paths = [a for a in sys.argv[1:] if not a.startswith("--")]
+if len(paths) != 1 or set(options) - {"--prefix-byte"}:
+    sys.exit(__doc__)
+out = pathlib.Path(paths[0])
+prefix_byte = "--prefix-byte" in options
 out.mkdir(parents=True, exist_ok=True)
 
 
@@ -38,6 +46,8 @@ seen = set()
 
 
 def emit(data):
+    if prefix_byte:
+        data = hashlib.sha1(data).digest()[:1] + data
     name = hashlib.sha1(data).hexdigest()
     if name not in seen:
         seen.add(name)
@@ -54,6 +64,25 @@ for proto in range(6):
     if proto == 5:
         emit(pickle.dumps([pickle.PickleBuffer(b"ro"), pickle.PickleBuffer(bytearray(b"rw"))], protocol=5,
                           buffer_callback=lambda b: False))
+# Builtin reductions, as REDUCE / NEWOBJ / NEWOBJ_EX (src/builtin_reductions.cpp).
+for name, args in [("int", ("0x1f", 0)), ("int", (1.5e20,)), ("float", (" 1_0.5 ",)), ("str", (b"a", "utf-8")),
+                   ("bytes", ([1, 2],)), ("bytearray", (3,)), ("tuple", ("ab",)), ("dict", ([(1, 2)],)),
+                   ("set", ([1],)), ("frozenset", ((),)), ("bool", ([0],)), ("complex", (1, 2)), ("list", ({1: 2},))]:
+    body = pickle.dumps(args, 2)[2:-1]
+    head = b"\x80\x02cbuiltins\n" + name.encode() + b"\n" + body
+    emit(head + b"R.")
+    emit(head + b"\x81.")
+    emit(head + b"}\x92.")
+    emit(b"cbuiltins\n" + name.encode() + b"\n" + pickle.dumps(args, 0)[:-1] + b"R.")
+try:
+    import numpy
+    for proto in (2, 4, 5):
+        for arr in (numpy.arange(6, dtype="<i4").reshape(2, 3), numpy.array([1.5, 2.5]).T, numpy.zeros(3, "M8[ms]"),
+                    numpy.array([1 + 2j], dtype=">c8"), numpy.arange(4)[::2]):
+            emit(pickle.dumps(arr, protocol=proto))
+    emit(pickle.dumps(numpy.arange(3), protocol=5, buffer_callback=lambda b: False))
+except ImportError as exc:
+    print("numpy not available:", exc, file=sys.stderr)
 try:
     sys.path.insert(0, "/usr/lib/python3.11")
     from test import pickletester

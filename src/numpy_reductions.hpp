@@ -1,4 +1,4 @@
-// src/reductions.hpp — numpy's reductions, decoded on load and produced on dump (issue 3 owns
+// src/numpy_reductions.hpp — numpy's reductions, decoded on load and produced on dump (issue 3 owns
 // numpy_reductions.cpp, which implements these). The unpickler and pickler call them; they know
 // nothing else of numpy.
 #pragma once
