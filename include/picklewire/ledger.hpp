@@ -1,9 +1,9 @@
-// picklewire/ledger.hpp — the copy ledger: every byte a transport (or the pickler) copies, and why.
-//
-// Each endpoint keeps one CopyLedger. A copy of payload bytes that is not recorded here is a bug:
-// tests assert on these counters (e.g. "0 bytes copied for a loaned buffer").
-// Reason codes are stable names (docs/ledger.md): they appear in `picklewire bench --json` and in
-// the Python module's stats() dict.
+/// \file picklewire/ledger.hpp — the copy ledger: every byte a transport (or the pickler) copies, and why.
+///
+/// Each endpoint keeps one CopyLedger. A copy of payload bytes that is not recorded here is a bug:
+/// tests assert on these counters (e.g. "0 bytes copied for a loaned buffer").
+/// Reason codes are stable names (docs/ledger.md): they appear in `picklewire bench --json` and in
+/// the Python module's stats() dict.
 #pragma once
 
 #include <array>
@@ -14,14 +14,14 @@
 namespace picklewire {
 
 enum class CopyReason : std::uint8_t {
-  copied_into_segment,     // shm send: the buffer's memory lived outside the segment, copied in once
-  inband_below_threshold,  // a buffer smaller than the in-band threshold was written into the stream
-  non_contiguous,          // an ndarray view was made C-contiguous before it could be sent
-  compressed,              // lz4 (with optional byte shuffle) pass over a buffer on send
-  decompressed,            // lz4 pass on receive, straight into the buffer the receiver keeps
-  copied_borrowed_memory,  // zmq send: a borrowed buffer (Buffer::wrap, no owner) copied into ZeroMQ's memory
-  travelled_inline,        // shm recv: a small message (<= 256 B in all) travelled inline in its sender's
-                           // lane cell and was copied out of it
+  copied_into_segment,     ///< shm send: the buffer's memory lived outside the segment, copied in once
+  inband_below_threshold,  ///< a buffer smaller than the in-band threshold was written into the stream
+  non_contiguous,          ///< an ndarray view was made C-contiguous before it could be sent
+  compressed,              ///< lz4 (with optional byte shuffle) pass over a buffer on send
+  decompressed,            ///< lz4 pass on receive, straight into the buffer the receiver keeps
+  copied_borrowed_memory,  ///< zmq send: a borrowed buffer (Buffer::wrap, no owner) copied into ZeroMQ's memory
+  travelled_inline,        ///< shm recv: a small message (<= 256 B in all) travelled inline in its sender's
+                           /// lane cell and was copied out of it
   kCount
 };
 
@@ -42,14 +42,14 @@ constexpr std::string_view to_string(CopyReason r) noexcept {
 struct CopyLedger {
   static constexpr std::size_t kReasons = static_cast<std::size_t>(CopyReason::kCount);
 
-  std::uint64_t messages = 0;           // Messages sent (sender) or received (receiver)
-  std::uint64_t inband_bytes = 0;       // bytes of pickle stream
-  std::uint64_t oob_buffers = 0;        // out-of-band buffers
-  std::uint64_t oob_bytes = 0;          // their bytes
-  std::uint64_t zero_copy_buffers = 0;  // out-of-band buffers that moved without a user-space copy
+  std::uint64_t messages = 0;           ///< Messages sent (sender) or received (receiver)
+  std::uint64_t inband_bytes = 0;       ///< bytes of pickle stream
+  std::uint64_t oob_buffers = 0;        ///< out-of-band buffers
+  std::uint64_t oob_bytes = 0;          ///< their bytes
+  std::uint64_t zero_copy_buffers = 0;  ///< out-of-band buffers that moved without a user-space copy
   std::uint64_t zero_copy_bytes = 0;
-  std::array<std::uint64_t, kReasons> copies{};        // copy passes per reason
-  std::array<std::uint64_t, kReasons> copied_bytes{};  // bytes per reason (input bytes of the pass)
+  std::array<std::uint64_t, kReasons> copies{};        ///< copy passes per reason
+  std::array<std::uint64_t, kReasons> copied_bytes{};  ///< bytes per reason (input bytes of the pass)
 
   void record_copy(CopyReason reason, std::uint64_t bytes) noexcept {
     copies[static_cast<std::size_t>(reason)] += 1;
