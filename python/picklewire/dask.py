@@ -352,15 +352,24 @@ def _channel_pid(channel):
     return int(pid_text) if pid_text.isdigit() else None
 
 
-def _forget_sender_if_peer_died(channel):
+def _forget_sender_if_peer_died(channel, recheck_after=0.25):
     """Unmaps a dead peer's channel: its name is already gone from /dev/shm, but the mapping would
-    keep its memory alive for as long as this process lives."""
+    keep its memory alive for as long as this process lives. A killed process's sockets close
+    before the kernel marks it dead, so a comm that closes may see its peer still "alive": then
+    look again a few times, later (0.25 s, 0.5 s, ... up to 4 s), off the event loop."""
     pid = _channel_pid(channel)
-    if pid is not None and not _pid_alive(pid):
-        with _senders_lock:
-            known = channel in _senders
-        if known:
-            _forget_sender(channel)
+    if pid is None:
+        return
+    with _senders_lock:
+        known = channel in _senders
+    if not known:
+        return
+    if not _pid_alive(pid):
+        _forget_sender(channel)
+    elif recheck_after <= 4.0:
+        timer = threading.Timer(recheck_after, _forget_sender_if_peer_died, (channel, recheck_after * 2))
+        timer.daemon = True
+        timer.start()
 
 
 def _coalesce_shards(frames, big):
