@@ -79,6 +79,8 @@ target repr       "tests/fuzz/repr_fuzz.cpp"       "" "$pickle_seeds --prefix-by
 target loads_safe "tests/fuzz/loads_safe_fuzz.cpp"          "$python_embed" "$pickle_seeds --prefix-byte" \
                   build_sanitized_extension \
                   "FUZZ_PICKLEWIRE_PYTHONPATH=$out/pyext/python ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0"
+target zmq_frames "tests/fuzz/zmq_frames_fuzz.cpp transport/zmq/message_frames.cpp transport/zmq/wire_header.cpp transport/zmq/lz4_codec.cpp" \
+                  "-Itransport -lzmq -llz4" "/usr/bin/python3 tests/fuzz/make_zmq_seeds.py"
 target shm_lane_cell "tests/fuzz/shm_lane_cell_fuzz.cpp" "-Itransport" "shm_seeds cell" build_shm_seed_maker
 target shm_record    "tests/fuzz/shm_record_fuzz.cpp transport/shm/message_record.cpp" "-Itransport" "shm_seeds record" \
                      build_shm_seed_maker
