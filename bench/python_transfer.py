@@ -250,19 +250,22 @@ def _free_port():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 64, 512])
+    ap.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    ap.add_argument("--plot", default=None, help="write a PNG: throughput vs size, one line per method")
+    ap.add_argument("--plot", default=None,
+                    help="write a PNG: time per message vs size, one line per method, with its spread")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     results = {}  # (method, size) -> median seconds
+    spread = {}  # (method, size) -> (fastest, slowest) seconds
     with tempfile.TemporaryDirectory() as tmpdir:
         for size_mib in args.sizes_mib:
             nbytes = size_mib * MiB
             for method in args.methods:
                 times = measure(method, nbytes, repeats_for(nbytes), tmpdir)
                 results[(method, size_mib)] = statistics.median(times)
+                spread[(method, size_mib)] = (min(times), max(times))
                 print(f"  {method:15s} {size_mib:5d} MiB  median {results[(method, size_mib)] * 1e3:10.3f} ms"
                       f"  ({len(times)} runs)", file=sys.stderr, flush=True)
 
@@ -296,16 +299,21 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        # Time per message, not GB/s: on the loan path (pw-shm-empty) no payload bytes move, so a
+        # rate would be meaningless; each point is the median, the bar the fastest..slowest run.
+        fig, ax = plt.subplots(figsize=(8, 5))
         for method in args.methods:
             xs = args.sizes_mib
-            ys = [s * MiB / results[(method, s)] / 1e9 for s in xs]
-            ax.plot(xs, ys, marker="o", label=method)
+            med = [results[(method, s)] * 1e3 for s in xs]
+            low = [m - spread[(method, s)][0] * 1e3 for m, s in zip(med, xs)]
+            high = [spread[(method, s)][1] * 1e3 - m for m, s in zip(med, xs)]
+            ax.errorbar(xs, med, yerr=[low, high], marker="o", capsize=3, label=method)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("array size (MiB)")
-        ax.set_ylabel("GB/s (size / (send start -> usable array))")
-        ax.set_title("numpy array between two processes")
+        ax.set_xticks(args.sizes_mib, [str(s) for s in args.sizes_mib])
+        ax.set_ylabel("ms per message, send start -> usable array\n(bars: fastest..slowest run)")
+        ax.set_title("numpy array between two processes (median of each method's runs)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
