@@ -8,10 +8,14 @@ time travels with the message). One message in flight at a time; median over rep
 Methods:
   pw-shm-copy        picklewire shm://, the array lives in the sender's heap (one copy, into the segment)
   pw-shm-empty       picklewire shm://, Sender.empty() allocates the array in the segment: alloc + send
-  pw-zmq-ipc         picklewire ipc:// (ZeroMQ)
-  pw-zmq-tcp         picklewire tcp://127.0.0.1 (ZeroMQ)
+  pw-zmq-ipc         picklewire ipc:// (same host: the buffer moves through the receiver's shm channel)
+  pw-zmq-tcp         picklewire tcp://127.0.0.1 (same host, as above)
+  pw-zmq-tcp-empty   picklewire tcp://127.0.0.1, Sender.empty() lends the array from the receiver's channel
+  pw-zmq-ipc-frames  picklewire ipc:// with same_host=False: ZeroMQ frames (the path across hosts)
+  pw-zmq-tcp-frames  picklewire tcp://127.0.0.1 with same_host=False
   mp-queue           multiprocessing.Queue put/get
   pyzmq-pickle5      pickle protocol 5 + pyzmq send_multipart(copy=False) / recv_multipart(copy=False), ipc://
+  pyzmq-pickle5-tcp  the same over tcp://127.0.0.1
   shm-handrolled     one multiprocessing.shared_memory segment reused for every message: np.copyto
                      into it + a pipe message with (shape, dtype); the receiver views the segment
 
@@ -33,7 +37,8 @@ import time
 import numpy as np
 
 MiB = 1 << 20
-METHODS = ["pw-shm-copy", "pw-shm-empty", "pw-zmq-ipc", "pw-zmq-tcp", "mp-queue", "pyzmq-pickle5", "shm-handrolled"]
+METHODS = ["pw-shm-copy", "pw-shm-empty", "pw-zmq-ipc", "pw-zmq-tcp", "pw-zmq-tcp-empty", "pw-zmq-ipc-frames",
+           "pw-zmq-tcp-frames", "mp-queue", "pyzmq-pickle5", "pyzmq-pickle5-tcp", "shm-handrolled"]
 
 
 def repeats_for(nbytes):
@@ -46,10 +51,9 @@ def now():
 
 # ---- picklewire -------------------------------------------------------------------------------
 
-def pw_receiver(url, nbytes, reps, capacity, ctrl):
+def pw_receiver(url, nbytes, reps, options, ctrl):
     import picklewire
     times = []
-    options = {} if capacity is None else {"capacity": capacity}
     with picklewire.Receiver.bind(url, **options) as rx:
         ctrl.send("ready")
         for _ in range(reps):
@@ -62,10 +66,10 @@ def pw_receiver(url, nbytes, reps, capacity, ctrl):
     ctrl.send(times)
 
 
-def pw_sender(url, nbytes, reps, use_empty, ctrl):
+def pw_sender(url, nbytes, reps, use_empty, options, ctrl):
     import picklewire
     ctrl.recv()  # ready
-    with picklewire.Sender.connect(url) as tx:
+    with picklewire.Sender.connect(url, **options) as tx:
         src = np.ones(nbytes // 8, dtype=np.float64)
         for _ in range(reps):
             t0 = now()
@@ -212,16 +216,17 @@ def measure(method, nbytes, reps, tmpdir):
     tag = f"{os.getpid()}-{method}-{nbytes}"
     if method.startswith("pw-shm"):
         capacity = max(64 * MiB, 2 * nbytes + 16 * MiB)
-        return _pw(ctx, f"shm://pwbench-py-{tag}", nbytes, reps, capacity, method == "pw-shm-empty")
-    if method == "pw-zmq-ipc":
-        return _pw(ctx, f"ipc://{tmpdir}/pw-{tag}.ipc", nbytes, reps, None, False)
-    if method == "pw-zmq-tcp":
-        return _pw(ctx, f"tcp://127.0.0.1:{_free_port()}", nbytes, reps, None, False)
+        return _pw(ctx, f"shm://pwbench-py-{tag}", nbytes, reps, {"capacity": capacity}, method == "pw-shm-empty")
+    if method.startswith("pw-zmq"):
+        # Library defaults, except that the frames variants turn the same-host path off on both ends.
+        url = f"ipc://{tmpdir}/pw-{tag}.ipc" if "-ipc" in method else f"tcp://127.0.0.1:{_free_port()}"
+        options = {"same_host": False} if method.endswith("-frames") else {}
+        return _pw(ctx, url, nbytes, reps, options, method.endswith("-empty"))
     if method == "mp-queue":
         q = ctx.Queue()
         return run_pair(ctx, queue_receiver, (q, nbytes, reps), queue_sender, (q, nbytes, reps))
-    if method == "pyzmq-pickle5":
-        url = f"ipc://{tmpdir}/pyzmq-{tag}.ipc"
+    if method.startswith("pyzmq-pickle5"):
+        url = f"tcp://127.0.0.1:{_free_port()}" if method.endswith("-tcp") else f"ipc://{tmpdir}/pyzmq-{tag}.ipc"
         return run_pair(ctx, pyzmq_receiver, (url, nbytes, reps), pyzmq_sender, (url, nbytes, reps))
     if method == "shm-handrolled":
         from multiprocessing import shared_memory
@@ -237,8 +242,11 @@ def measure(method, nbytes, reps, tmpdir):
     raise ValueError(method)
 
 
-def _pw(ctx, url, nbytes, reps, capacity, use_empty):
-    return run_pair(ctx, pw_receiver, (url, nbytes, reps, capacity), pw_sender, (url, nbytes, reps, use_empty))
+def _pw(ctx, url, nbytes, reps, options, use_empty):
+    receiver_options = {k: v for k, v in options.items()}
+    sender_options = {k: v for k, v in options.items() if k != "capacity"}
+    return run_pair(ctx, pw_receiver, (url, nbytes, reps, receiver_options), pw_sender,
+                    (url, nbytes, reps, use_empty, sender_options))
 
 
 def _free_port():
@@ -289,6 +297,17 @@ def main():
             notes.append(f"pw-shm-copy / hand-rolled = {hand / copy:.2f}x")
         if ipc and pyzmq:
             notes.append(f"pw-zmq-ipc / pyzmq = {pyzmq / ipc:.2f}x")
+        # Issue 16 (same host under ZeroMQ URLs): >= 5x pickle 5 + pyzmq, within 0.8x of shm://.
+        tcp, pyzmq_tcp = results.get(("pw-zmq-tcp", s)), results.get(("pyzmq-pickle5-tcp", s))
+        if tcp and pyzmq_tcp:
+            notes.append(f"pw-zmq-tcp / pyzmq-tcp = {pyzmq_tcp / tcp:.2f}x")
+        for zmq_method in ("pw-zmq-ipc", "pw-zmq-tcp"):
+            t = results.get((zmq_method, s))
+            if t and copy:
+                notes.append(f"{zmq_method} / pw-shm-copy = {copy / t:.2f}x")
+        tcp_empty, shm_empty = results.get(("pw-zmq-tcp-empty", s)), results.get(("pw-shm-empty", s))
+        if tcp_empty and shm_empty:
+            notes.append(f"pw-zmq-tcp-empty / pw-shm-empty = {shm_empty / tcp_empty:.2f}x")
         if notes:
             print(f"{s} MiB: " + ", ".join(notes))
 

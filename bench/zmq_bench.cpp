@@ -26,7 +26,7 @@ std::string url_for(int transport, const char* tag) {
   return "tcp://127.0.0.1:" + std::to_string(41000 + (::getpid() % 1000) * 20 + (n++ % 20));
 }
 
-const char* transport_name(int t) { return t == 0 ? "ipc" : "tcp"; }
+const char* transport_name(int t) { return t == 0 ? "ipc" : t == 1 ? "tcp" : "shm"; }
 
 Buffer filled(std::size_t size, int kind) {
   Buffer b = Buffer::allocate(size);
@@ -54,14 +54,20 @@ Buffer filled(std::size_t size, int kind) {
 
 // picklewire Sender -> Receiver (drained by a thread), one buffer of range(0) bytes per message.
 // wire_version 1: the three-frame format, for before/after figures of version 2 (issue 16).
-void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress, int kind, int wire_version = 2) {
+// transport 2 is shm:// (the same code path as a same-host channel, without the socket).
+// same_host: the ZeroMQ URL's same-host path (docs/zmq.md "Same host"); off, frames on the socket
+// as between hosts, which is what the comparisons with raw libzmq measure.
+void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress, int kind, int wire_version = 2,
+                          bool same_host = false) {
   std::size_t size = static_cast<std::size_t>(state.range(0));
   EndpointOptions o;
+  o.zmq.same_host = same_host;
   o.zmq.linger = 0ms;
   o.zmq.compress = compress;
   o.zmq.wire_version = wire_version;
   o.zmq.send_hwm = o.zmq.recv_hwm = size >= (64u << 20) ? 2 : 100;
-  std::string url = url_for(transport, "pw");
+  std::string url = transport == 2 ? "shm://pw-zmq-bench-" + std::to_string(::getpid()) : url_for(transport, "pw");
+  if (transport == 2) o.shm.capacity = o.zmq.same_host_capacity;  // the channel a same-host receiver creates
   Receiver rx = Receiver::bind(url, o);
   Sender tx = Sender::connect(url, o);
   std::atomic<long> received{0};
@@ -72,6 +78,12 @@ void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress,
   });
   Message m{Buffer::copy(std::string_view("\x80\x05stream"), true), {filled(size, kind)}};
   long sent = 0;
+  if (same_host || transport == 2) {
+    // Not timed: the first message waits for the negotiation and the channel's creation (once
+    // per connection), and faults the channel's first pages in.
+    tx.send(m);
+    ++sent;
+  }
   for (auto _ : state) {
     tx.send(m);
     ++sent;
@@ -80,7 +92,9 @@ void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress,
   stop = true;
   drain.join();
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(size));
-  state.SetLabel(std::string(transport_name(transport)) + (compress ? " lz4" : "") + (wire_version == 1 ? " v1" : ""));
+  state.SetLabel(std::string(transport_name(transport)) + (compress ? " lz4" : "") + (wire_version == 1 ? " v1" : "") +
+                 (same_host ? " same-host" : ""));
+  if (same_host) state.counters["same_host"] = double(tx.stats().ledger.same_host_messages) / double(sent);  // 1: every message
   if (compress) state.counters["wire/raw"] = double(tx.stats().wire_bytes) / double(tx.stats().ledger.oob_bytes + 1);
 }
 
@@ -161,6 +175,14 @@ BENCHMARK_CAPTURE(BM_PicklewireMessage, ipc, 0, false, 0)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_RawZmq, ipc, 0)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp, 1, false, 0)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_RawZmq, tcp, 1)->Apply(sizes);
+// The same-host path (C++ Message, heap buffer: one copy into the receiver's channel) beside shm://.
+void same_host_sizes(benchmark::internal::Benchmark* b) {
+  for (std::int64_t s : {1 << 20, 16 << 20, 256 << 20}) b->Arg(s);
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK_CAPTURE(BM_PicklewireMessage, ipc_same_host, 0, false, 0, 2, true)->Apply(same_host_sizes);
+BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp_same_host, 1, false, 0, 2, true)->Apply(same_host_sizes);
+BENCHMARK_CAPTURE(BM_PicklewireMessage, shm, 2, false, 0)->Apply(same_host_sizes);
 BENCHMARK_CAPTURE(BM_PicklewireMessage, ipc_v1, 0, false, 0, 1)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp_v1, 1, false, 0, 1)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime()->Unit(benchmark::kMicrosecond);
 // compress=true on random data: the skip path end to end (compare with tcp above).

@@ -70,6 +70,9 @@ const char* zmq_keyword_given(const EndpointKeywords& k) {
   if (k.heartbeat_timeout != d.heartbeat_timeout) return "heartbeat_timeout";
   if (k.linger != d.linger) return "linger";
   if (k.immediate != d.immediate) return "immediate";
+  if (k.same_host != d.same_host) return "same_host";
+  if (k.same_host_min_bytes != d.same_host_min_bytes) return "same_host_min_bytes";
+  if (k.same_host_capacity != d.same_host_capacity) return "same_host_capacity";
   if (k.curve_server_secret_key_file) return "curve_server_secret_key_file";
   if (k.curve_server_public_key_file) return "curve_server_public_key_file";
   if (k.curve_client_secret_key_file) return "curve_client_secret_key_file";
@@ -151,6 +154,9 @@ EndpointOptions to_endpoint_options(const std::string& url, const EndpointKeywor
     bad("heartbeat_timeout= needs heartbeat= (the interval of the heartbeats whose absence it times)");
   o.zmq.linger = to_timeout(k.linger, "linger");
   o.zmq.immediate = k.immediate;
+  o.zmq.same_host = k.same_host;
+  o.zmq.same_host_min_bytes = in_range<std::size_t>(k.same_host_min_bytes, "same_host_min_bytes", 0, kInt64Max, " bytes");
+  o.zmq.same_host_capacity = in_range<std::size_t>(k.same_host_capacity, "same_host_capacity", 4096, kInt64Max, " bytes");
   o.zmq.curve_server_secret_key_file = key_file(k.curve_server_secret_key_file);
   o.zmq.curve_server_public_key_file = key_file(k.curve_server_public_key_file);
   o.zmq.curve_client_secret_key_file = key_file(k.curve_client_secret_key_file);

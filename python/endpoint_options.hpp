@@ -52,6 +52,9 @@ struct EndpointKeywords {
   std::optional<double> linger =
       library_defaults().zmq.linger ? std::optional<double>(seconds_of(*library_defaults().zmq.linger)) : std::nullopt;
   bool immediate = library_defaults().zmq.immediate;
+  bool same_host = library_defaults().zmq.same_host;
+  std::int64_t same_host_min_bytes = static_cast<std::int64_t>(library_defaults().zmq.same_host_min_bytes);
+  std::int64_t same_host_capacity = static_cast<std::int64_t>(library_defaults().zmq.same_host_capacity);
   KeyFile curve_server_secret_key_file;
   KeyFile curve_server_public_key_file;
   KeyFile curve_client_secret_key_file;
@@ -80,8 +83,8 @@ void def_endpoint_factory(Class& cls, const char* name, EndpointRole role, Open 
                    std::int64_t capacity, std::int64_t slot_count, std::int64_t ring_capacity, std::int64_t lane_count,
                    double spin, bool prefault, bool compress, std::int64_t compress_min_bytes, bool shuffle,
                    std::int64_t send_hwm, std::int64_t recv_hwm, std::int64_t max_message_bytes, double heartbeat,
-                   double heartbeat_timeout, std::optional<double> linger, bool immediate,
-                   KeyFile curve_server_secret_key_file,
+                   double heartbeat_timeout, std::optional<double> linger, bool immediate, bool same_host,
+                   std::int64_t same_host_min_bytes, std::int64_t same_host_capacity, KeyFile curve_server_secret_key_file,
                    KeyFile curve_server_public_key_file, KeyFile curve_client_secret_key_file,
                    KeyFile curve_client_public_key_file, KeyFile curve_authorized_clients_file) {
         const EndpointKeywords k{inband_threshold,
@@ -102,6 +105,9 @@ void def_endpoint_factory(Class& cls, const char* name, EndpointRole role, Open 
                                  heartbeat_timeout,
                                  linger,
                                  immediate,
+                                 same_host,
+                                 same_host_min_bytes,
+                                 same_host_capacity,
                                  std::move(curve_server_secret_key_file),
                                  std::move(curve_server_public_key_file),
                                  std::move(curve_client_secret_key_file),
@@ -117,7 +123,9 @@ void def_endpoint_factory(Class& cls, const char* name, EndpointRole role, Open 
       arg("compress") = d.compress, arg("compress_min_bytes") = d.compress_min_bytes, arg("shuffle") = d.shuffle,
       arg("send_hwm") = d.send_hwm, arg("recv_hwm") = d.recv_hwm, arg("max_message_bytes") = d.max_message_bytes,
       arg("heartbeat") = d.heartbeat, arg("heartbeat_timeout") = d.heartbeat_timeout, arg("linger") = d.linger,
-      arg("immediate") = d.immediate, arg("curve_server_secret_key_file") = d.curve_server_secret_key_file,
+      arg("immediate") = d.immediate, arg("same_host") = d.same_host,
+      arg("same_host_min_bytes") = d.same_host_min_bytes, arg("same_host_capacity") = d.same_host_capacity,
+      arg("curve_server_secret_key_file") = d.curve_server_secret_key_file,
       arg("curve_server_public_key_file") = d.curve_server_public_key_file,
       arg("curve_client_secret_key_file") = d.curve_client_secret_key_file,
       arg("curve_client_public_key_file") = d.curve_client_public_key_file,

@@ -25,6 +25,8 @@ py::dict ledger_dict(const CopyLedger& ledger, const CopyLedger* extra) {
   d["oob_bytes"] = ledger.oob_bytes;
   d["zero_copy_buffers"] = ledger.zero_copy_buffers;
   d["zero_copy_bytes"] = ledger.zero_copy_bytes;
+  d["same_host_messages"] = ledger.same_host_messages;
+  d["same_host_bytes"] = ledger.same_host_bytes;
   d["copies"] = copies;
   d["copied_bytes"] = copied_bytes;
   d["total_copied_bytes"] = total;
@@ -40,6 +42,9 @@ py::dict stats_dict(const TransportStats& stats, const CopyLedger* extra) {
   d["peak_bytes_in_use"] = stats.peak_bytes_in_use;
   d["capacity"] = stats.capacity;
   d["wire_bytes"] = stats.wire_bytes;
+  d["undelivered_messages"] = stats.undelivered_messages;
+  d["malformed_messages"] = stats.malformed_messages;
+  d["same_host_fallbacks"] = stats.same_host_fallbacks;
   return d;
 }
 

@@ -105,8 +105,10 @@ RawDescriptor descriptor(const zmq::message_t& header, std::size_t i) {
   return {le(0, 8), le(8, 8), p[16], p[17], static_cast<std::uint32_t>(le(20, 4))};
 }
 
-// Sends `value` with `options` to a raw PULL socket and returns the received frames.
-std::vector<zmq::message_t> send_raw(const Value& value, const EndpointOptions& options) {
+// Sends `value` with `options` to a raw PULL socket and returns the received frames (frames on
+// the socket: the same-host path, which would say hello first and send a doorbell, is off).
+std::vector<zmq::message_t> send_raw(const Value& value, EndpointOptions options) {
+  options.zmq.same_host = false;
   zmq::context_t ctx;
   zmq::socket_t pull(ctx, zmq::socket_type::pull);
   pull.set(zmq::sockopt::linger, 0);

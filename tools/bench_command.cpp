@@ -1,4 +1,4 @@
-// picklewire bench URL --size BYTES [--count N] [--loan] [--json] [--compress]
+// picklewire bench URL --size BYTES [--count N] [--loan] [--json] [--compress] [--no-same-host]
 //
 // Two processes (this one and a forked child). The child binds URL and receives; it answers on a
 // reply channel (shm://NAME-reply, ipc://PATH-reply, tcp://HOST:PORT+1) that this process binds.
@@ -47,6 +47,7 @@ struct BenchArgs {
   bool json = false;
   std::uint64_t capacity = 0;  // shm heap bytes; 0: sized from --size
   bool compress = false;       // zmq: lz4 per buffer
+  bool no_same_host = false;   // zmq: frames even on this host
   bool quiet = false;          // no progress line
 };
 
@@ -129,10 +130,13 @@ int run_child(const BenchArgs& a, const EndpointOptions& options) {
 void run(const BenchArgs& a) {
   if (a.size == 0) throw UsageError("bench: --size must be at least 1 byte");
   EndpointOptions options;
-  if (a.compress && a.url.rfind("shm://", 0) == 0) throw UsageError("bench: --compress applies to ZeroMQ URLs, not " + a.url);
+  if ((a.compress || a.no_same_host) && a.url.rfind("shm://", 0) == 0)
+    throw UsageError(std::string("bench: ") + (a.compress ? "--compress" : "--no-same-host") +
+                     " applies to ZeroMQ URLs, not " + a.url);
   (void)reply_url(a.url);  // usage errors first
   check_reply_port_free(a.url);
   options.zmq.compress = a.compress;
+  options.zmq.same_host = !a.no_same_host;
   // Room for a few messages in flight; at least 64 MiB so small messages never wait.
   options.shm.capacity = a.capacity ? a.capacity : std::max<std::uint64_t>(4 * a.size + (1 << 20), 64 << 20);
   options.zmq.send_hwm = 16;
@@ -289,6 +293,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--json", args->json, "one JSON object instead of text");
   cmd->add_flag("--quiet", args->quiet, "no progress line on the terminal");
   cmd->add_flag("--compress", args->compress, "ZeroMQ: lz4 per buffer (the payload is one repeated byte: compressible)");
+  cmd->add_flag("--no-same-host", args->no_same_host,
+                "ZeroMQ: frames as between hosts, not the same-host shared-memory path (docs/zmq.md \"Same host\")");
   cmd->callback([args] { run(*args); });
 }
 

@@ -33,9 +33,10 @@ void add_repickle_command(CLI::App& app);
 // The whole file as a writable heap Buffer (throws picklewire::Error when it cannot be read).
 Buffer read_file_buffer(const std::string& path);
 
-// Flags `send` and `recv` take (endpoint_flags.cpp): --compress, --curve-*, --stats.
+// Flags `send` and `recv` take (endpoint_flags.cpp): --compress, --curve-*, --no-same-host, --stats.
 struct EndpointFlags {
   bool compress = false;
+  bool no_same_host = false;     // ZeroMQ: frames even to a peer on this host
   std::string curve_secret_key;  // this endpoint's secret key file
   std::string curve_public_key;  // CURVE client: this endpoint's public key file
   std::string curve_server_key;  // CURVE client: the server's public key file
@@ -53,7 +54,8 @@ struct EndpointFlags {
 
 // One endpoint's statistics as one JSON object, the layout `--stats` prints and `bench --json`
 // embeds (docs/ledger.md): {"side", "messages", "inband_bytes", "oob_buffers", "oob_bytes",
-// "zero_copy_buffers", "zero_copy_bytes", "wire_bytes", "copied_bytes": {reason: bytes}}.
+// "zero_copy_buffers", "zero_copy_bytes", "same_host_messages", "same_host_bytes",
+// "same_host_fallbacks", "wire_bytes", "copied_bytes": {reason: bytes}}.
 std::string stats_json(const char* side, const TransportStats& stats);
 
 void add_send_command(CLI::App& app);   // send_command.cpp

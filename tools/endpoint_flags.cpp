@@ -26,15 +26,19 @@ void EndpointFlags::add_to(CLI::App* cmd, bool sender) {
                   "ZeroMQ CURVE server: file of client public keys (Z85, one per line) allowed to connect")
       ->check(CLI::ExistingFile)
       ->excludes(server);
+  cmd->add_flag("--no-same-host", no_same_host,
+                "ZeroMQ: never move buffers through shared memory, even with a peer on this host (docs/zmq.md \"Same host\")");
   cmd->add_flag("--stats", stats, "print this endpoint's copy ledger as one JSON line on stderr at exit");
 }
 
 EndpointOptions EndpointFlags::options(const std::string& url) const {
   EndpointOptions o;
   const bool curve = !curve_secret_key.empty() || !curve_server_key.empty() || !curve_allow.empty();
-  if ((compress || curve) && url.rfind("shm://", 0) == 0)
-    throw UsageError(std::string(compress ? "--compress" : "--curve-*") + " applies to ZeroMQ URLs (tcp://, ipc://), not " + url);
+  if ((compress || curve || no_same_host) && url.rfind("shm://", 0) == 0)
+    throw UsageError(std::string(compress ? "--compress" : curve ? "--curve-*" : "--no-same-host") +
+                     " applies to ZeroMQ URLs (tcp://, ipc://), not " + url);
   o.zmq.compress = compress;
+  o.zmq.same_host = !no_same_host;
   if (!curve_server_key.empty()) {  // CURVE client
     if (curve_secret_key.empty() || curve_public_key.empty())
       throw UsageError("a CURVE client (--curve-server-key) also needs --curve-secret-key and --curve-public-key");
@@ -61,6 +65,9 @@ std::string stats_json(const char* side, const TransportStats& s) {
                                     {"oob_bytes", l.oob_bytes},
                                     {"zero_copy_buffers", l.zero_copy_buffers},
                                     {"zero_copy_bytes", l.zero_copy_bytes},
+                                    {"same_host_messages", l.same_host_messages},
+                                    {"same_host_bytes", l.same_host_bytes},
+                                    {"same_host_fallbacks", s.same_host_fallbacks},
                                     {"wire_bytes", s.wire_bytes},
                                     {"copied_bytes", copied}};
   return j.dump();

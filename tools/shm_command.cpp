@@ -10,6 +10,7 @@ namespace {
 
 const char* state_of(const shm::SegmentInfo& s) {
   if (s.temporary) return s.creator_alive ? "creating" : "stale (interrupted creation)";
+  if (s.mailbox) return s.creator_alive ? "live (same-host answer box)" : "stale (sender dead)";
   if (!s.initialised) return "stale (not initialised)";
   if (s.closed) return "stale (receiver closed)";
   return s.creator_alive ? "live" : "stale (receiver dead)";
@@ -30,7 +31,7 @@ void add_shm_command(CLI::App& app) {
     std::cout << std::left << std::setw(40) << "CHANNEL" << std::setw(12) << "SIZE(MiB)" << std::setw(12) << "IN USE"
               << std::setw(10) << "PID" << "STATE\n";
     for (const auto& s : segments)
-      std::cout << std::setw(40) << ("shm://" + (s.temporary ? s.object_name : s.channel)) << std::setw(12)
+      std::cout << std::setw(40) << (s.temporary || s.mailbox ? s.object_name : "shm://" + s.channel) << std::setw(12)
                 << s.size / (1 << 20) << std::setw(12) << s.bytes_in_use << std::setw(10) << s.creator_pid
                 << state_of(s) << "\n";
   });

@@ -50,6 +50,15 @@ struct ZmqOptions {
   /// Wire version 2: the stream and each uncompressed buffer of at most this many bytes travel
   /// inside the header frame (copied there on send, views of it on receive); larger ones get a frame.
   std::size_t inline_max_bytes = 4096;
+  /// Same-host peers (docs/zmq.md "Same host"): a connecting Sender (tcp://, ipc://) whose receiver
+  /// runs on this host, as the same user, moves each message with at least `same_host_min_bytes`
+  /// of out-of-band buffers through a shared-memory channel the receiver owns; only a doorbell
+  /// travels on the socket. Both ends must have it on (Receiver: accept such senders).
+  bool same_host = true;
+  std::size_t same_host_min_bytes = 64 * 1024;
+  /// Receiver: the heap of the channel it creates when the first same-host sender says hello.
+  /// Messages larger than this go as frames. (The channel's other geometry: EndpointOptions::shm.)
+  std::size_t same_host_capacity = std::size_t(512) << 20;
   std::string curve_server_secret_key_file;  ///< CURVE (tcp://): see docs/security.md
   std::string curve_server_public_key_file;
   std::string curve_client_secret_key_file;
@@ -80,7 +89,8 @@ struct EndpointOptions {
 
 struct TransportStats {
   CopyLedger ledger;                    ///< this endpoint's side: sent (Sender) or received (Receiver)
-  std::uint64_t slots_in_use = 0;       ///< shm: slots not yet returned to the segment
+  /// shm (and a zmq Receiver's same-host channel): slots not yet returned to the segment
+  std::uint64_t slots_in_use = 0;
   std::uint64_t bytes_in_use = 0;       ///< shm: heap bytes held by those slots
   std::uint64_t peak_bytes_in_use = 0;  ///< shm
   std::uint64_t capacity = 0;           ///< shm: heap bytes in the segment
@@ -91,6 +101,10 @@ struct TransportStats {
   std::uint64_t undelivered_messages = 0;
   /// zmq Receiver: malformed multipart messages refused (recv threw TransportError for each).
   std::uint64_t malformed_messages = 0;
+  /// zmq Sender: messages of at least ZmqOptions::same_host_min_bytes sent as frames although the
+  /// same-host path is on (the receiver is elsewhere or has it off, its answer was not in yet, the
+  /// message does not fit its channel, or the connection changed under the send).
+  std::uint64_t same_host_fallbacks = 0;
 };
 
 }  // namespace picklewire

@@ -48,6 +48,10 @@ struct CopyLedger {
   std::uint64_t oob_bytes = 0;          ///< their bytes
   std::uint64_t zero_copy_buffers = 0;  ///< out-of-band buffers that moved without a user-space copy
   std::uint64_t zero_copy_bytes = 0;
+  /// zmq endpoints: Messages that moved through a same-host shared-memory channel instead of frames
+  /// (docs/zmq.md "Same host"), and their out-of-band bytes (also counted above, by how they moved).
+  std::uint64_t same_host_messages = 0;
+  std::uint64_t same_host_bytes = 0;
   std::array<std::uint64_t, kReasons> copies{};        ///< copy passes per reason
   std::array<std::uint64_t, kReasons> copied_bytes{};  ///< bytes per reason (input bytes of the pass)
 

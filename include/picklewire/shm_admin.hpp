@@ -21,8 +21,9 @@ struct SegmentInfo {
   bool initialised = false;  ///< header complete
   bool closed = false;       ///< receiver closed it
   bool temporary = false;    ///< left over from an interrupted creation
+  bool mailbox = false;      ///< a same-host ZeroMQ sender's answer box ("picklewire.hello-PID-ID"), owned by creator_pid
   std::uint64_t bytes_in_use = 0;
-  bool stale() const { return temporary ? !creator_alive : (!initialised || closed || !creator_alive); }
+  bool stale() const { return temporary || mailbox ? !creator_alive : (!initialised || closed || !creator_alive); }
 };
 std::vector<SegmentInfo> list_segments();
 /// Removes `info` if it is (still) stale. Returns true when removed.

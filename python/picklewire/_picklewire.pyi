@@ -45,6 +45,7 @@ class Sender:
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
         heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
+        same_host: bool = True, same_host_min_bytes: int = 65536, same_host_capacity: int = 536870912,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Sender: ...
@@ -55,6 +56,7 @@ class Sender:
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
         heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
+        same_host: bool = True, same_host_min_bytes: int = 65536, same_host_capacity: int = 536870912,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Sender: ...
@@ -81,6 +83,7 @@ class Receiver:
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
         heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
+        same_host: bool = True, same_host_min_bytes: int = 65536, same_host_capacity: int = 536870912,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Receiver: ...
@@ -91,6 +94,7 @@ class Receiver:
         compress: bool = False, compress_min_bytes: int = 65536, shuffle: bool = True,
         send_hwm: int = 1000, recv_hwm: int = 1000, max_message_bytes: int = -1,
         heartbeat: float = 1.0, heartbeat_timeout: float = 0.0, linger: Optional[float] = 1.0, immediate: bool = True,
+        same_host: bool = True, same_host_min_bytes: int = 65536, same_host_capacity: int = 536870912,
         curve_server_secret_key_file: Optional[_Path] = None, curve_server_public_key_file: Optional[_Path] = None,
         curve_client_secret_key_file: Optional[_Path] = None, curve_client_public_key_file: Optional[_Path] = None,
         curve_authorized_clients_file: Optional[_Path] = None) -> Receiver: ...

@@ -27,6 +27,12 @@ or 2; ``decode`` reads both, ``encode`` writes version 2 unless asked for 1 (for
 Version 2 puts the stream and each uncompressed buffer of at most ``inline_max_bytes`` (4096)
 bytes inside frame 0: one frame for a small message instead of three.
 
+Control messages (version 2, header flag 4; docs/wire-format.md "Same host"): a picklewire
+Sender with the C++ extension says *hello* once per connection, offering to move large buffers
+through shared memory when its receiver is on the same host. This peer does not take that path:
+``recv`` skips hellos (the sender, hearing no answer, keeps sending frames), and a *doorbell*
+(which only follows an accepted hello) is a ``WireError``. This peer never sends either.
+
 Compression: without the ``lz4`` module this peer clears the "accepts lz4" header flag and
 refuses compressed messages with ``WireError`` (ask the sender to set compress off). With it,
 it decodes lz4 buffers (shuffled or not) and can send plain (unshuffled) lz4 buffers.
@@ -55,6 +61,10 @@ VERSION = 2  # written by default; decode reads 1 and 2
 VERSIONS = (1, 2)
 ACCEPTS_LZ4 = 0x01
 STREAM_OWN_FRAME = 0x02  # version 2 header flag
+CONTROL = 0x04  # version 2 header flag: a control message, not an object
+CONTROL_HELLO = 1
+CONTROL_DOORBELL = 2
+_CONTROL_SIZES = {CONTROL_HELLO: 48, CONTROL_DOORBELL: 24}
 READONLY = 0x01
 SHUFFLED = 0x02
 INLINE = 0x04  # version 2 buffer flag
@@ -212,10 +222,30 @@ def _payload(i, view, raw_size, codec, bflags, item):
     return _lz4_decode(view, raw_size, item if bflags & SHUFFLED else 0)
 
 
+def control_kind(frames):
+    """The kind of a control message (CONTROL_HELLO, CONTROL_DOORBELL), or None for any other
+    message. Raises WireError for a malformed control message."""
+    head = frames[0].buffer if frames and isinstance(frames[0], zmq.Frame) else (memoryview(frames[0]) if frames else b"")
+    start = FIXED.size + _STREAM_SIZE.size
+    if len(head) < start:
+        return None
+    magic, version, flags, reserved, count = FIXED.unpack_from(head)
+    if magic != MAGIC or version != 2 or not flags & CONTROL:
+        return None
+    (size,) = _STREAM_SIZE.unpack_from(head, FIXED.size)
+    if len(frames) != 1 or count or reserved or flags & ~(ACCEPTS_LZ4 | CONTROL) or len(head) != start + size or size < 4:
+        raise WireError("malformed control message")
+    kind = head[start]
+    if _CONTROL_SIZES.get(kind) != size or any(head[start + 1:start + 4]):
+        raise WireError("control message of unknown kind %d or size %d" % (kind, size))
+    return kind
+
+
 def decode_frames(frames):
     """Validates one received multipart message (version 1 or 2); returns (stream, [buffers]).
 
-    Buffers are views of the frames (inline ones: of frame 0), except lz4 ones, decoded anew.
+    Buffers are views of the frames (inline ones: of frame 0), except lz4 ones, decoded anew. A
+    control message is not an object: WireError (``recv`` skips hellos before decoding).
     """
     views = [f.buffer if isinstance(f, zmq.Frame) else memoryview(f) for f in frames]
     if not views or len(views[0]) < FIXED.size:
@@ -226,6 +256,8 @@ def decode_frames(frames):
         raise WireError("bad magic %r (not a picklewire peer?)" % bytes(magic))
     if version not in VERSIONS:
         raise WireError("wire format version %d is not supported (this peer reads 1 and 2)" % version)
+    if version == 2 and flags & CONTROL:
+        raise WireError("a control message (same-host negotiation), not an object")
     known = ACCEPTS_LZ4 | (STREAM_OWN_FRAME if version == 2 else 0)
     if flags & ~known or reserved:
         raise WireError("unknown header flags 0x%x or nonzero reserved field" % flags)
@@ -298,8 +330,16 @@ def send(socket, obj, inband_threshold=4096, compress=False, flags=0, version=VE
 
 
 def recv(socket, flags=0):
-    """Receives and unpickles one message (zero-copy frames). Raises WireError when malformed."""
-    return decode(socket.recv_multipart(flags=flags, copy=False))
+    """Receives and unpickles one message (zero-copy frames), skipping a picklewire Sender's hellos.
+    Raises WireError when malformed (a doorbell included: this peer never accepts a hello)."""
+    while True:
+        frames = socket.recv_multipart(flags=flags, copy=False)
+        kind = control_kind(frames)
+        if kind == CONTROL_HELLO:
+            continue
+        if kind == CONTROL_DOORBELL:
+            raise WireError("a same-host doorbell, but this peer accepted no hello")
+        return decode(frames)
 
 
 def _main(argv=None):

@@ -65,7 +65,8 @@ def test_send_compress_over_tcp_round_trips_and_is_in_both_ledgers(tmp_path):
     obj = {"a": arange, "meta": ["x", 1]}
     stream, buffers, args = write_message(tmp_path, obj)
     url = f"tcp://127.0.0.1:{free_port()}"
-    out, recv, recv_err, send, send_err = run_pair(tmp_path, url, ["--compress"], [], args)
+    # Frames, as between hosts: on one host the buffer would move through shared memory instead.
+    out, recv, recv_err, send, send_err = run_pair(tmp_path, url, ["--compress", "--no-same-host"], [], args)
     assert recv.returncode == 0, recv_err
     assert send.returncode == 0, send_err
     assert (out / "0.pkl").read_bytes() == stream
@@ -132,7 +133,9 @@ def test_zeromq_flags_on_shm_are_refused(tmp_path):
 def test_bench_runs_over_ipc_with_and_without_compress(tmp_path):
     base = tmp_path / "bench"
     for flags, compressed in (([], False), (["--compress"], True)):
-        r = subprocess.run([CLI, "bench", f"ipc://{base}", "--size", "262144", "--count", "50", "--json", *flags],
+        # Frames, as between hosts (on one host the buffers would move through shared memory).
+        r = subprocess.run([CLI, "bench", f"ipc://{base}", "--size", "262144", "--count", "50", "--json",
+                            "--no-same-host", *flags],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         result = json.loads(r.stdout)

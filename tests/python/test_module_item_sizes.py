@@ -32,7 +32,8 @@ def test_send_shuffles_each_array_by_its_dtype_itemsize():
     try:
         i16 = np.arange(200_000, dtype=np.int16)
         f64 = np.arange(100_000, dtype=np.float64)
-        with picklewire.Sender.connect(url, compress=True) as tx:
+        # Frames to a raw PULL: the same-host path would say hello and send a doorbell instead.
+        with picklewire.Sender.connect(url, compress=True, same_host=False) as tx:
             tx.send({"i16": i16, "f64": f64, "raw": pickle.PickleBuffer(bytearray(os.urandom(100_000)))})
             frames = pull.recv_multipart()
         descriptors = _descriptors(frames[0])

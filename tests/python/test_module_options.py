@@ -250,4 +250,4 @@ def test_typing_stub_matches_the_extension():
         stub_keywords = [(a.arg, ast.literal_eval(d)) for a, d in zip(stub_def.args.kwonlyargs, stub_def.args.kw_defaults)]
         runtime = re.findall(r"(\w+): [^=,]+(?:\[[^\]]*\])? = ([^,]+)", keywords_of(factory))
         runtime_keywords = [(k, ast.literal_eval(v) if v != "None" else None) for k, v in runtime]
-        assert len(runtime_keywords) == 23 and stub_keywords == runtime_keywords, qualified
+        assert len(runtime_keywords) == 26 and stub_keywords == runtime_keywords, qualified

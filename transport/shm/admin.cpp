@@ -1,6 +1,6 @@
 // The shared-memory channels of this user for `picklewire shm list | clean` (shm_admin.hpp):
-// every /dev/shm entry named picklewire.*, whether its receiver (or, for a temporary, its
-// creator) still lives, and removing the stale ones.
+// every /dev/shm entry named picklewire.*, whether its receiver (or, for a temporary or a
+// same-host answer box, its creator) still lives, and removing the stale ones.
 #include <dirent.h>
 
 #include <boost/interprocess/shared_memory_object.hpp>
@@ -38,7 +38,12 @@ std::vector<SegmentInfo> list_segments() {
     const SegmentPeek p = peek_segment(std::string(kShmDir) + file);
     if (!p.exists) continue;
     info.size = p.size;
-    if (tmp_pid != 0) {
+    const std::string mailbox_prefix = std::string(kNamePrefix) + kMailboxMarker;
+    if (file.rfind(mailbox_prefix, 0) == 0) {  // "picklewire.hello-PID-ID"
+      info.mailbox = true;
+      info.creator_pid = static_cast<pid_t>(std::atoi(file.c_str() + mailbox_prefix.size()));
+      info.creator_alive = info.creator_pid > 0 && process_alive(info.creator_pid, 0);
+    } else if (tmp_pid != 0) {
       info.temporary = true;
       info.creator_pid = tmp_pid;
       info.creator_alive = process_alive(tmp_pid, 0);

@@ -48,6 +48,8 @@ inline constexpr std::uint32_t kMessageMagic = 0x4753454du;            // "MESG"
 inline constexpr std::uint32_t kSameSlot = 0xffffffffu;
 inline constexpr std::uint64_t kHeapAlign = 64;
 inline constexpr char kNamePrefix[] = "picklewire.";
+// "picklewire.hello-PID-ID": a same-host ZeroMQ sender's answer box (mailbox.hpp), not a channel.
+inline constexpr char kMailboxMarker[] = "hello-";
 inline constexpr std::uint32_t kMaxLanes = 64;        // one bit each in SegmentHeader::lanes_claimed
 inline constexpr std::uint32_t kLaneCells = 32;       // cells per lane: messages a sender may have queued there
 inline constexpr std::uint32_t kLaneCellSize = 256;   // bytes per cell; an inline message fits in one

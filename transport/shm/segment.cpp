@@ -120,6 +120,8 @@ std::string object_name_for(std::string_view channel_name) {
   }
   if (channel_name.find(kTempMarker) != std::string_view::npos)
     throw TransportError("shm: channel name may not contain '.tmp-'", EINVAL);
+  if (channel_name.starts_with(kMailboxMarker))
+    throw TransportError("shm: channel names starting with 'hello-' are reserved (same-host answer boxes)", EINVAL);
   return std::string(kNamePrefix) + std::string(channel_name);
 }
 

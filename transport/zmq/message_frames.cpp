@@ -145,6 +145,7 @@ Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, 
                           std::uint8_t* version) const {
   if (frames.empty()) invalid("empty multipart message");
   Header header = decode(std::span<const std::byte>(static_cast<const std::byte*>(frames[0].data()), frames[0].size()));
+  if (header.flags & kControl) invalid("a control message where a message was expected");
   if (header_flags) *header_flags = header.flags & kAcceptsLz4;
   if (version) *version = header.version;
   const bool v2 = header.version == kVersion2;

@@ -51,6 +51,7 @@ void PeerMonitor::update() {
     std::memcpy(&id, event.data(), sizeof id);
     if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
       ++peers_;
+      ++connections_;
       last_peer_left_.reset();
     } else if (id & kFailedHandshake) {
       ++failed_handshakes_;

@@ -5,6 +5,7 @@
 #include <zmq.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 
 namespace picklewire::zmq_transport {
@@ -25,6 +26,9 @@ class PeerMonitor {
   void update();
   // Connections that completed their ZMTP handshake and have not disconnected.
   int peers() const noexcept { return peers_; }
+  // Connections that ever completed their handshake: a new value means a new peer connection
+  // (for a connecting socket, the one it has now).
+  std::uint32_t connections() const noexcept { return connections_; }
   // When the peer counts as gone (a point in the past when it already is), or nullopt while a peer
   // is connected, or before the first one ever was.
   std::optional<Clock::time_point> gone_at() const;
@@ -38,6 +42,7 @@ class PeerMonitor {
   zmq::socket_t events_;
   std::chrono::milliseconds grace_;
   int peers_ = 0;
+  std::uint32_t connections_ = 0;
   int failed_handshakes_ = 0;  // handshake failures whose DISCONNECTED is still to come
   std::optional<Clock::time_point> last_peer_left_;
 };

@@ -96,8 +96,9 @@ Header decode(std::span<const std::byte> frame) {
     invalid("wire format version " + std::to_string(h.version) + " is not supported (this build reads versions 1 and 2)");
   const bool v2 = h.version == kVersion2;
   h.flags = get<std::uint8_t>(p);
-  const std::uint8_t known_header_flags = v2 ? (kAcceptsLz4 | kStreamOwnFrame) : kAcceptsLz4;
+  const std::uint8_t known_header_flags = v2 ? (kAcceptsLz4 | kStreamOwnFrame | kControl) : kAcceptsLz4;
   if (h.flags & ~known_header_flags) invalid("unknown header flags 0x" + std::to_string(h.flags));
+  if ((h.flags & kControl) && (h.flags & kStreamOwnFrame)) invalid("a control message's record has its own frame");
   if (get<std::uint16_t>(p) != 0) invalid("nonzero reserved header field");
   auto count = get<std::uint32_t>(p);
   // The count must agree with the frame's length: never allocate for buffers that are not described.
@@ -153,7 +154,81 @@ Header decode(std::span<const std::byte> frame) {
   }
   if (pos != frame.size())
     invalid("header frame holds " + std::to_string(frame.size() - pos) + " bytes beyond its inline items");
+  if ((h.flags & kControl) && count != 0) invalid("a control message with " + std::to_string(count) + " buffers");
   return h;
+}
+
+namespace {
+constexpr std::uint8_t kHelloKind = 1;
+constexpr std::uint8_t kDoorbellKind = 2;
+constexpr std::size_t kHelloBytes = 48;
+constexpr std::size_t kDoorbellBytes = 24;
+}  // namespace
+
+bool is_control(std::span<const std::byte> frame) noexcept {
+  return frame.size() >= kFixedHeaderBytesV2 && std::memcmp(frame.data(), kMagic, sizeof kMagic) == 0 &&
+         static_cast<std::uint8_t>(frame[4]) == kVersion2 && (static_cast<std::uint8_t>(frame[5]) & kControl);
+}
+
+std::vector<std::byte> encode_control(const Control& control) {
+  const bool hello = std::holds_alternative<Hello>(control);
+  const std::size_t record = hello ? kHelloBytes : kDoorbellBytes;
+  Header header;
+  header.version = kVersion2;
+  header.flags = kControl;
+  header.stream_size = record;
+  std::vector<std::byte> frame(kFixedHeaderBytesV2 + record);
+  encode(header, frame);
+  std::byte* p = frame.data() + kFixedHeaderBytesV2;
+  put<std::uint8_t>(p, hello ? kHelloKind : kDoorbellKind);
+  put<std::uint8_t>(p, 0);
+  put<std::uint16_t>(p, 0);
+  if (hello) {
+    const Hello& h = std::get<Hello>(control);
+    put<std::uint32_t>(p, h.uid);
+    put<std::uint32_t>(p, h.pid);
+    put<std::uint32_t>(p, h.generation);
+    put<std::uint64_t>(p, h.sender_id);
+    put<std::uint64_t>(p, h.ipc_namespace);
+    std::memcpy(p, h.boot_id.data(), h.boot_id.size());
+  } else {
+    const Doorbell& d = std::get<Doorbell>(control);
+    put<std::uint32_t>(p, 0);
+    put<std::uint64_t>(p, d.sender_id);
+    put<std::uint64_t>(p, d.sequence);
+  }
+  return frame;
+}
+
+Control decode_control(std::span<const std::byte> frame) {
+  const Header h = decode(frame);
+  if (!(h.flags & kControl)) invalid("expected a control message");
+  const std::span<const std::byte> record = frame.subspan(h.stream_offset, h.stream_size);
+  if (record.empty()) invalid("an empty control record");
+  const std::byte* p = record.data();
+  const auto kind = get<std::uint8_t>(p);
+  const bool reserved_ok = get<std::uint8_t>(p) == 0 && get<std::uint16_t>(p) == 0;
+  const std::size_t expected = kind == kHelloKind ? kHelloBytes : kind == kDoorbellKind ? kDoorbellBytes : 0;
+  if (expected == 0) invalid("unknown control record kind " + std::to_string(kind));
+  if (record.size() != expected)
+    invalid("control record of kind " + std::to_string(kind) + " has " + std::to_string(record.size()) +
+            " bytes, not " + std::to_string(expected));
+  if (!reserved_ok) invalid("nonzero reserved bytes in a control record");
+  if (kind == kHelloKind) {
+    Hello hello;
+    hello.uid = get<std::uint32_t>(p);
+    hello.pid = get<std::uint32_t>(p);
+    hello.generation = get<std::uint32_t>(p);
+    hello.sender_id = get<std::uint64_t>(p);
+    hello.ipc_namespace = get<std::uint64_t>(p);
+    std::memcpy(hello.boot_id.data(), p, hello.boot_id.size());
+    return hello;
+  }
+  if (get<std::uint32_t>(p) != 0) invalid("nonzero reserved bytes in a doorbell");
+  Doorbell doorbell;
+  doorbell.sender_id = get<std::uint64_t>(p);
+  doorbell.sequence = get<std::uint64_t>(p);
+  return doorbell;
 }
 
 }  // namespace picklewire::zmq_transport

@@ -31,11 +31,13 @@
 // serves the next one.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace picklewire::zmq_transport {
@@ -53,6 +55,11 @@ inline constexpr std::size_t kInlineAlignment = 8;  // version 2: inline buffers
 // Header flags.
 inline constexpr std::uint8_t kAcceptsLz4 = 0x01;
 inline constexpr std::uint8_t kStreamOwnFrame = 0x02;  // version 2
+// Version 2: frame 0 is a control message between picklewire endpoints (the same-host
+// negotiation below), not a Message: no buffers, the inline "stream" is the control record, and
+// it is the only frame. Receivers that know it act on it and deliver nothing; older ones refuse
+// it as an unknown flag (so a sender only sends one where it is understood or harmless).
+inline constexpr std::uint8_t kControl = 0x04;
 // Buffer flags.
 inline constexpr std::uint8_t kReadonly = 0x01;
 inline constexpr std::uint8_t kShuffled = 0x02;
@@ -96,5 +103,34 @@ Header decode(std::span<const std::byte> frame);
 std::optional<std::size_t> announced_frame_count(std::span<const std::byte> frame) noexcept;
 // The frames after frame 0 that a (validated) header describes.
 std::size_t frames_after_header(const Header& header) noexcept;
+
+// Control records (docs/wire-format.md "Same host"). Little-endian; byte 0 is the kind, bytes
+// 1..3 reserved (0).
+//   Hello (kind 1, 48 bytes): u32 uid, u32 pid, u32 generation (the sender's connection number),
+//     u64 sender id (random, also names its answer box), u64 IPC namespace (inode of
+//     /proc/self/ns/ipc), 16-byte boot id. A connecting Sender sends it once per connection.
+//   Doorbell (kind 2, 24 bytes): u32 reserved, u64 sender id, u64 sequence: "the message tagged
+//     (sender id, sequence) is in your same-host channel; deliver it now".
+struct Hello {
+  std::uint32_t uid = 0;
+  std::uint32_t pid = 0;
+  std::uint32_t generation = 0;
+  std::uint64_t sender_id = 0;
+  std::uint64_t ipc_namespace = 0;
+  std::array<std::byte, 16> boot_id{};
+};
+struct Doorbell {
+  std::uint64_t sender_id = 0;
+  std::uint64_t sequence = 0;
+};
+using Control = std::variant<Hello, Doorbell>;
+
+// Whether frame 0 is a version-2 control message (magic, version and kControl only; decode_control validates).
+bool is_control(std::span<const std::byte> frame) noexcept;
+// The whole frame 0 of a control message.
+std::vector<std::byte> encode_control(const Control& control);
+// Validates a control message's frame 0 (header as decode() checks it, no buffers, a record of a
+// known kind and its exact size, reserved bytes zero). Throws TransportError saying what was wrong.
+Control decode_control(std::span<const std::byte> frame);
 
 }  // namespace picklewire::zmq_transport

@@ -14,18 +14,75 @@
 #include "zmq/context.hpp"
 #include "zmq/message_frames.hpp"
 #include "zmq/peer_monitor.hpp"
+#include "zmq/same_host.hpp"
 
 namespace picklewire::zmq_transport {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+// The same-host path (same_host.hpp) is for a connecting Sender over tcp:// or ipc:// with
+// ZMQ_IMMEDIATE (one connection at a time, and no queue that outlives it) writing wire version 2
+// (version 1 is for peers built before control messages existed).
+bool same_host_applies(std::string_view url, bool bind, const ZmqOptions& o) {
+  return !bind && o.same_host && o.immediate && o.wire_version >= 2 &&
+         (url.starts_with("tcp://") || url.starts_with("ipc://"));
+}
+
+std::optional<Clock::time_point> deadline_after(Timeout timeout, Clock::time_point now) {
+  if (!timeout) return std::nullopt;
+  return now + *timeout;
+}
+
+Timeout remaining(std::optional<Clock::time_point> deadline) {
+  if (!deadline) return std::nullopt;
+  const auto left = *deadline - Clock::now();
+  if (left <= Clock::duration::zero()) return std::chrono::milliseconds(0);
+  return std::chrono::ceil<std::chrono::milliseconds>(left);
+}
+
+// `after - before`: what one send added to a ledger.
+CopyLedger ledger_delta(const CopyLedger& after, const CopyLedger& before) {
+  CopyLedger d;
+  d.messages = after.messages - before.messages;
+  d.inband_bytes = after.inband_bytes - before.inband_bytes;
+  d.oob_buffers = after.oob_buffers - before.oob_buffers;
+  d.oob_bytes = after.oob_bytes - before.oob_bytes;
+  d.zero_copy_buffers = after.zero_copy_buffers - before.zero_copy_buffers;
+  d.zero_copy_bytes = after.zero_copy_bytes - before.zero_copy_bytes;
+  for (std::size_t i = 0; i < CopyLedger::kReasons; ++i) {
+    d.copies[i] = after.copies[i] - before.copies[i];
+    d.copied_bytes[i] = after.copied_bytes[i] - before.copied_bytes[i];
+  }
+  return d;
+}
+
+void add_to(CopyLedger& into, const CopyLedger& d) {
+  into.messages += d.messages;
+  into.inband_bytes += d.inband_bytes;
+  into.oob_buffers += d.oob_buffers;
+  into.oob_bytes += d.oob_bytes;
+  into.zero_copy_buffers += d.zero_copy_buffers;
+  into.zero_copy_bytes += d.zero_copy_bytes;
+  into.same_host_messages += d.same_host_messages;
+  into.same_host_bytes += d.same_host_bytes;
+  for (std::size_t i = 0; i < CopyLedger::kReasons; ++i) {
+    into.copies[i] += d.copies[i];
+    into.copied_bytes[i] += d.copied_bytes[i];
+  }
+}
+
 class ZmqSender final : public detail::SenderImpl {
  public:
   ZmqSender(std::string_view url, bool bind, const EndpointOptions& options)
-      : url_(url), socket_(context(), zmq::socket_type::push), writer_(options.zmq), interrupt_(options) {
+      : url_(url), socket_(context(), zmq::socket_type::push), writer_(options.zmq), interrupt_(options),
+        heartbeats_(options.zmq.heartbeat.count() > 0 && !url.starts_with("inproc://")),
+        default_timeout_(options.send_timeout) {
     // With heartbeats on, watch the connections so that a send to receivers that are all gone
     // throws PeerGone. inproc:// has no connections to watch (and its peers die with the process).
-    if (options.zmq.heartbeat.count() > 0 && !url.starts_with("inproc://"))
-      monitor_.emplace(socket_, heartbeat_timeout(options.zmq));
+    // The same-host path watches them too: each new connection is negotiated anew.
+    if (same_host_applies(url, bind, options.zmq)) same_host_.emplace(options);
+    if (heartbeats_ || same_host_) monitor_.emplace(socket_, heartbeat_timeout(options.zmq));
     // A connecting PUSH socket otherwise queues for a peer that may never come (and drops the queue
     // at close): with immediate, send waits (and times out) until a receiver is connected. A bound
     // one has pipes only for connected peers anyway.
@@ -34,6 +91,16 @@ class ZmqSender final : public detail::SenderImpl {
   }
 
   bool try_send(const Message& message, Timeout timeout) override {
+    if (same_host_ && same_host_->worth_it(message.out_of_band_bytes())) {
+      switch (send_same_host(message, timeout)) {
+        case Outcome::sent: return true;
+        case Outcome::timed_out:
+          ++undelivered_;
+          last_timeout_ = timeout;
+          return false;
+        case Outcome::fell_back: ++same_host_fallbacks_; break;
+      }
+    }
     // The ledger counts the message only once it is queued: compute into a copy, commit on success.
     CopyLedger pending = ledger_;
     struct ClearFrames {
@@ -44,7 +111,7 @@ class ZmqSender final : public detail::SenderImpl {
     std::uint64_t wire = writer_.write(message, frames_, pending);
     bool sent;
     try {
-      sent = monitor_ || interrupt_.active() ? send_polling(timeout) : send_within(timeout);
+      sent = monitor_ || interrupt_.active() ? send_polling(timeout) == Outcome::sent : send_within(timeout);
     } catch (const zmq::error_t& e) {
       ++undelivered_;
       throw TransportError("zmq transport: send to " + url_ + " failed: " + e.what(), e.num());
@@ -68,16 +135,95 @@ class ZmqSender final : public detail::SenderImpl {
            " ms (no receiver, or receivers at their high-water mark)";
   }
 
-  Buffer allocate(std::size_t bytes) override { return Buffer::allocate(bytes); }
+  // Same host: a loan from the receiver's channel when there is room in it now (the send then
+  // copies nothing at all); otherwise heap memory, which frames send without copying.
+  Buffer allocate(std::size_t bytes) override {
+    if (same_host_ && same_host_->worth_it(bytes)) {
+      const auto now = Clock::now();
+      const auto wait_until = deadline_after(default_timeout_, now).value_or(Clock::time_point::max());
+      if (detail::SenderImpl* channel = same_host_->negotiate(socket_, *monitor_, wait_until)) {
+        try {
+          return channel->allocate(bytes);
+        } catch (const PeerGone&) {
+          same_host_->drop_channel();
+        } catch (const Interrupted&) {
+          throw;
+        } catch (const TransportError&) {  // no room now (TimeoutError), or more than the channel holds
+        }
+      }
+    }
+    return Buffer::allocate(bytes);
+  }
 
   TransportStats stats() const override {
     TransportStats t = wire_stats(ledger_, wire_bytes_);
     t.undelivered_messages = undelivered_;
+    t.same_host_fallbacks = same_host_fallbacks_;
+    if (same_host_) t.wire_bytes += same_host_->hello_bytes();
     return t;
   }
   CopyLedger& ledger() override { return ledger_; }
 
  private:
+  enum class Outcome { sent, timed_out, fell_back };
+
+  // The message into the receiver's channel, then its doorbell on the socket. Falls back (the
+  // caller sends frames) when there is no accepted channel, the message is larger than the
+  // channel, the channel's receiver is gone, or the connection changed before the doorbell left
+  // (the new peer never saw the channel; the copy left in the old one is dropped by its receiver).
+  Outcome send_same_host(const Message& message, Timeout timeout) {
+    const auto deadline = deadline_after(timeout, Clock::now());
+    detail::SenderImpl* channel = same_host_->negotiate(socket_, *monitor_, deadline.value_or(Clock::time_point::max()));
+    if (!channel) return Outcome::fell_back;
+    const CopyLedger before = channel->ledger();
+    bool published = false;
+    try {
+      published = channel->try_send(same_host_->tagged(message), remaining(deadline));
+    } catch (const PeerGone&) {
+      same_host_->forget();
+      same_host_->drop_channel();
+      return Outcome::fell_back;
+    } catch (const Interrupted&) {
+      same_host_->forget();
+      ++undelivered_;
+      throw;
+    } catch (const TransportError& e) {
+      same_host_->forget();
+      if (e.code() != EMSGSIZE) same_host_->drop_channel();  // a channel we cannot trust: frames from now on
+      return Outcome::fell_back;
+    }
+    if (!published) {
+      same_host_->forget();
+      return Outcome::timed_out;
+    }
+    // The channel's ledger counted the tag as a buffer copied in: it is not the caller's.
+    CopyLedger added = ledger_delta(channel->ledger(), before);
+    added.oob_buffers -= 1;
+    added.oob_bytes -= SameHostSender::kTagBytes;
+    added.copies[static_cast<std::size_t>(CopyReason::copied_into_segment)] -= 1;
+    added.copied_bytes[static_cast<std::size_t>(CopyReason::copied_into_segment)] -= SameHostSender::kTagBytes;
+    added.same_host_messages = 1;
+    added.same_host_bytes = message.out_of_band_bytes();
+
+    const std::vector<std::byte> doorbell = same_host_->commit();
+    frames_.clear();
+    frames_.emplace_back(doorbell.data(), doorbell.size());
+    Outcome rung;
+    try {
+      rung = send_polling(remaining(deadline), same_host_->generation());
+    } catch (const TransportError&) {  // PeerGone, Interrupted
+      frames_.clear();
+      ++undelivered_;
+      throw;
+    }
+    frames_.clear();
+    if (rung == Outcome::sent) {
+      add_to(ledger_, added);
+      wire_bytes_ += doorbell.size();
+    }
+    return rung;
+  }
+
   bool send_within(Timeout timeout) {
     set_send_timeout(socket_, timeout, send_timeout_ms_);
     return send_frames(socket_, frames_);
@@ -88,35 +234,44 @@ class ZmqSender final : public detail::SenderImpl {
   // end at the deadline, the moment the last receiver has been gone for the grace period, the
   // next interrupt check, or kMonitorSlice, after which the monitor's events are applied. The
   // frames are built once: waking up redoes no work.
-  bool send_polling(Timeout timeout) {
-    using Clock = PeerMonitor::Clock;
+  //
+  // A doorbell (`connection` set) may only go to the connection whose receiver owns the channel:
+  // the monitor is consulted before the first attempt too, and a change of connection ends the
+  // send with fell_back instead.
+  Outcome send_polling(Timeout timeout, std::optional<std::uint32_t> connection = std::nullopt) {
+    auto connection_changed = [&] {
+      monitor_->update();
+      return monitor_->connections() != *connection || monitor_->peers() != 1;
+    };
+    if (connection && connection_changed()) return Outcome::fell_back;
     // Try first: a message ZeroMQ accepts at once went to a connected peer (immediate), so the
     // monitor's events only matter while ZeroMQ has no room; they queue up meanwhile (rcvhwm 0)
     // and are applied, in order, once a send has to wait.
     set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
-    if (send_frames(socket_, frames_)) return true;
+    if (send_frames(socket_, frames_)) return Outcome::sent;
     std::optional<Clock::time_point> deadline;
     if (timeout) deadline = Clock::now() + *timeout;
     for (;;) {
       Clock::time_point now = Clock::now();
-      if (monitor_) {
+      if (connection && connection_changed()) return Outcome::fell_back;
+      if (monitor_ && heartbeats_) {
         monitor_->update();
         if (monitor_->gone(now))
           throw PeerGone("zmq transport: no receiver connected to " + url_ + " for " +
                          std::to_string(monitor_->grace().count()) +
                          " ms (the last one disconnected: its process died, or it missed heartbeats)");
       }
-      if (deadline && now >= *deadline) return false;
+      if (deadline && now >= *deadline) return Outcome::timed_out;
       if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
       std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
-      if (monitor_) {
+      if (monitor_ && heartbeats_)
         if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
+      if (monitor_ && (heartbeats_ || connection))  // a doorbell re-checks its connection this often
         if (!wake || *wake > now + kMonitorSlice) wake = now + kMonitorSlice;
-      }
       Timeout slice;
       if (wake) slice = std::max(std::chrono::milliseconds(1), std::chrono::ceil<std::chrono::milliseconds>(*wake - now));
       set_send_timeout(socket_, slice, send_timeout_ms_);
-      if (send_frames(socket_, frames_)) return true;
+      if (send_frames(socket_, frames_)) return Outcome::sent;
     }
   }
 
@@ -125,7 +280,7 @@ class ZmqSender final : public detail::SenderImpl {
 
   std::string url_;
   zmq::socket_t socket_;
-  std::optional<PeerMonitor> monitor_;  // heartbeats on (tcp://, ipc://) only
+  std::optional<PeerMonitor> monitor_;  // heartbeats on, or the same-host path (tcp://, ipc://) only
   FrameWriter writer_;
   std::vector<zmq::message_t> frames_;
   CopyLedger ledger_;
@@ -134,24 +289,71 @@ class ZmqSender final : public detail::SenderImpl {
   InterruptCheck interrupt_;
   Timeout last_timeout_;
   std::uint64_t undelivered_ = 0;
+  bool heartbeats_;
+  Timeout default_timeout_;
+  std::optional<SameHostSender> same_host_;  // connecting tcp:// and ipc:// Senders only
+  std::uint64_t same_host_fallbacks_ = 0;
 };
 
 class ZmqReceiver final : public detail::ReceiverImpl {
  public:
   ZmqReceiver(std::string_view url, bool bind, const EndpointOptions& options)
       : url_(url), socket_(context(), zmq::socket_type::pull), reader_(options.zmq), interrupt_(options) {
+    if (url.starts_with("tcp://") || url.starts_with("ipc://")) same_host_.emplace(options);
     configure_and_attach(socket_, url, bind, options.zmq);
   }
 
+  // One multipart message per turn: a control message (same_host.hpp) is acted on and the wait
+  // goes on for the rest of the timeout; a doorbell delivers the message it names.
   std::optional<Message> recv(Timeout timeout) override {
-    using Clock = std::chrono::steady_clock;
-    std::optional<Clock::time_point> deadline;
-    if (timeout) deadline = Clock::now() + *timeout;
-    std::size_t dropped = 0;
+    const std::optional<Clock::time_point> deadline = deadline_after(timeout, Clock::now());
     for (;;) {
-      // Without an interrupt check, one blocking receive; with one, slices between checks (a
-      // receive that times out has taken nothing, so slicing redoes no work).
-      Timeout slice = timeout;
+      std::size_t dropped = 0;
+      if (!receive_frames(deadline, dropped)) return std::nullopt;
+      // A malformed message is counted and refused; the next recv serves the next message.
+      struct ClearFrames {
+        std::vector<zmq::message_t>& frames;
+        ~ClearFrames() { frames.clear(); }
+      } clear{frames_};
+      try {
+        if (dropped)
+          throw TransportError("zmq transport: invalid message from peer: " + std::to_string(dropped) +
+                               " frames beyond what its header describes");
+        const std::span<const std::byte> head(static_cast<const std::byte*>(frames_[0].data()), frames_[0].size());
+        if (!is_control(head)) return reader_.read(frames_, ledger_);
+        if (frames_.size() != 1)
+          throw TransportError("zmq transport: invalid message from peer: a control message of " +
+                               std::to_string(frames_.size()) + " frames");
+        const Control control = decode_control(head);
+        if (const Hello* hello = std::get_if<Hello>(&control)) {
+          if (same_host_) same_host_->on_hello(*hello);
+          continue;
+        }
+        if (!same_host_)
+          throw TransportError("zmq transport: invalid message from peer: a same-host doorbell on " + url_);
+        return same_host_->take(std::get<Doorbell>(control), ledger_);
+      } catch (const TransportError&) {
+        ++malformed_;
+        throw;
+      }
+    }
+  }
+
+  TransportStats stats() const override {
+    TransportStats t = wire_stats(ledger_, wire_bytes_);
+    t.malformed_messages = malformed_;
+    if (same_host_) same_host_->add_stats(t);
+    return t;
+  }
+  CopyLedger& ledger() override { return ledger_; }
+
+ private:
+  // Waits for the next multipart message until `deadline`: without an interrupt check, one
+  // blocking receive; with one, slices between checks (a receive that times out has taken
+  // nothing, so slicing redoes no work). False when none came.
+  bool receive_frames(std::optional<Clock::time_point> deadline, std::size_t& dropped) {
+    for (;;) {
+      Timeout slice = remaining(deadline);
       if (interrupt_.active()) {
         const auto now = Clock::now();
         const auto wake = *interrupt_.next_check(deadline, now);
@@ -164,34 +366,16 @@ class ZmqReceiver final : public detail::ReceiverImpl {
       } catch (const zmq::error_t& e) {
         throw TransportError("zmq transport: receive on " + url_ + " failed: " + e.what(), e.num());
       }
-      if (got) break;
-      if (!interrupt_.active() || (deadline && Clock::now() >= *deadline)) return std::nullopt;
+      if (got) return true;
+      if (deadline && Clock::now() >= *deadline) return false;
+      if (!interrupt_.active()) {
+        if (deadline) continue;  // woke early (a slice rounded down): the rest of the wait
+        return false;
+      }
       if (interrupt_.requested()) throw Interrupted("zmq transport: receive on " + url_ + " was interrupted");
     }
-    // A malformed message is counted and refused; the next recv serves the next message.
-    struct ClearFrames {
-      std::vector<zmq::message_t>& frames;
-      ~ClearFrames() { frames.clear(); }
-    } clear{frames_};
-    try {
-      if (dropped)
-        throw TransportError("zmq transport: invalid message from peer: " + std::to_string(dropped) +
-                             " frames beyond what its header describes");
-      return reader_.read(frames_, ledger_);
-    } catch (const TransportError&) {
-      ++malformed_;
-      throw;
-    }
   }
 
-  TransportStats stats() const override {
-    TransportStats t = wire_stats(ledger_, wire_bytes_);
-    t.malformed_messages = malformed_;
-    return t;
-  }
-  CopyLedger& ledger() override { return ledger_; }
-
- private:
   std::string url_;
   zmq::socket_t socket_;
   FrameReader reader_;
@@ -201,6 +385,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
   int recv_timeout_ms_ = -1;
   InterruptCheck interrupt_;
   std::uint64_t malformed_ = 0;
+  std::optional<SameHostReceiver> same_host_;  // tcp:// and ipc:// Receivers
 };
 
 }  // namespace
