@@ -233,7 +233,7 @@ def control_kind(frames):
     if magic != MAGIC or version != 2 or not flags & CONTROL:
         return None
     (size,) = _STREAM_SIZE.unpack_from(head, FIXED.size)
-    if len(frames) != 1 or count or reserved or flags & ~(ACCEPTS_LZ4 | CONTROL) or len(head) != start + size or size < 4:
+    if len(frames) != 1 or count or reserved or flags != CONTROL or len(head) != start + size or size < 4:
         raise WireError("malformed control message")
     kind = head[start]
     if _CONTROL_SIZES.get(kind) != size or any(head[start + 1:start + 4]):

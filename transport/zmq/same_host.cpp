@@ -254,9 +254,11 @@ void SameHostReceiver::on_hello(const Hello& hello) {
       failure_ = e.what();
     }
   }
-  if (channel_)
+  if (channel_) {
+    if (std::find(senders_.begin(), senders_.end(), std::pair{hello.sender_id, std::int32_t(hello.pid)}) == senders_.end())
+      senders_.emplace_back(hello.sender_id, std::int32_t(hello.pid));
     box->post(hello.generation, {Verdict::accepted, channel_name_, me});
-  else
+  } else
     box->post(hello.generation, {Verdict::refused, {}, me});
 }
 
@@ -285,19 +287,47 @@ Message SameHostReceiver::take(const Doorbell& doorbell, CopyLedger& ledger) {
   if (!channel_)
     throw TransportError("zmq transport: invalid message from peer: a doorbell, but this receiver has no same-host channel");
   // The sender published the message before it rang, so it is in the channel now.
-  while (std::optional<Message> m = channel_->recv(std::chrono::milliseconds(0))) {
-    if (m->buffers.empty() || m->buffers.back().size() != kTagBytes) continue;  // not one of our senders' messages: dropped
-    const std::byte* tag = m->buffers.back().data();
-    const std::uint64_t sender_id = load_u64(tag), sequence = load_u64(tag + 8);
-    m->buffers.pop_back();
-    if (m->item_sizes.size() > m->buffers.size()) m->item_sizes.resize(m->buffers.size());
-    if (sender_id == doorbell.sender_id && sequence == doorbell.sequence) return deliver(std::move(*m));
-    if (sender_id == doorbell.sender_id && sequence < doorbell.sequence) continue;  // orphan, as above
-    stash_.push_back({sender_id, sequence, std::move(*m)});
+  while (stash_next()) {
+    Tagged& newest = stash_.back();
+    if (newest.sender_id == doorbell.sender_id && newest.sequence == doorbell.sequence) {
+      Message m = std::move(newest.message);
+      stash_.pop_back();
+      return deliver(std::move(m));
+    }
+    if (newest.sender_id == doorbell.sender_id && newest.sequence < doorbell.sequence) stash_.pop_back();  // orphan, as above
   }
   throw TransportError("zmq transport: invalid message from peer: its doorbell names message " +
                        std::to_string(doorbell.sequence) + " of sender " + std::to_string(doorbell.sender_id) +
                        ", which is not in this receiver's same-host channel");
+}
+
+bool SameHostReceiver::stash_next() {
+  for (;;) {
+    std::optional<Message> m = channel_->recv(std::chrono::milliseconds(0));
+    if (!m) return false;
+    // Every message our senders put in the channel ends with its 16-byte tag; anything else was
+    // put there by someone else (the channel's name is no secret to this user): dropped.
+    if (m->buffers.empty() || m->buffers.back().size() != kTagBytes) continue;
+    const std::byte* tag = m->buffers.back().data();
+    const std::uint64_t sender_id = load_u64(tag), sequence = load_u64(tag + 8);
+    m->buffers.pop_back();
+    if (m->item_sizes.size() > m->buffers.size()) m->item_sizes.resize(m->buffers.size());
+    stash_.push_back({sender_id, sequence, std::move(*m)});
+    return true;
+  }
+}
+
+void SameHostReceiver::maintain() {
+  if (!channel_) return;
+  try {
+    while (stash_next()) {
+    }
+  } catch (const TransportError&) {  // a malformed record: the channel refused it; go on
+  }
+  std::erase_if(senders_, [](const auto& s) { return !shm::process_alive(s.second, 0); });
+  std::erase_if(stash_, [&](const Tagged& t) {
+    return std::none_of(senders_.begin(), senders_.end(), [&](const auto& s) { return s.first == t.sender_id; });
+  });
 }
 
 void SameHostReceiver::add_stats(TransportStats& stats) const {

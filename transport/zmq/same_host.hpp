@@ -113,6 +113,13 @@ class SameHostReceiver {
   Message take(const Doorbell& doorbell, CopyLedger& ledger);
   // The channel's usage (slots, bytes, capacity), when there is one.
   void add_stats(TransportStats& stats) const;
+  // Housekeeping while the socket is idle (the Receiver calls it every kMaintenancePeriod): the
+  // channel reclaims the slots of senders that died (as shm:// does while it waits), messages
+  // already in the channel move to the stash (their doorbells follow), and stashed messages of
+  // senders that died before ringing for them are dropped.
+  void maintain();
+  bool has_channel() const noexcept { return channel_ != nullptr; }
+  static constexpr std::chrono::milliseconds kMaintenancePeriod{250};
 
  private:
   struct Tagged {
@@ -125,6 +132,11 @@ class SameHostReceiver {
   std::unique_ptr<detail::ReceiverImpl> channel_;
   std::string failure_;         // why the channel could not be created (every hello is then refused)
   std::vector<Tagged> stash_;   // taken from the channel before their doorbells arrived
+  std::vector<std::pair<std::uint64_t, std::int32_t>> senders_;  // accepted (sender id, pid)
+
+  // Moves one message from the channel to the stash (or drops it: not tagged); false when the
+  // channel holds none.
+  bool stash_next();
 };
 
 }  // namespace picklewire::zmq_transport

@@ -98,7 +98,7 @@ Header decode(std::span<const std::byte> frame) {
   h.flags = get<std::uint8_t>(p);
   const std::uint8_t known_header_flags = v2 ? (kAcceptsLz4 | kStreamOwnFrame | kControl) : kAcceptsLz4;
   if (h.flags & ~known_header_flags) invalid("unknown header flags 0x" + std::to_string(h.flags));
-  if ((h.flags & kControl) && (h.flags & kStreamOwnFrame)) invalid("a control message's record has its own frame");
+  if ((h.flags & kControl) && h.flags != kControl) invalid("a control message with other header flags");
   if (get<std::uint16_t>(p) != 0) invalid("nonzero reserved header field");
   auto count = get<std::uint32_t>(p);
   // The count must agree with the frame's length: never allocate for buffers that are not described.

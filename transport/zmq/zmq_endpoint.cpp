@@ -351,13 +351,23 @@ class ZmqReceiver final : public detail::ReceiverImpl {
   // Waits for the next multipart message until `deadline`: without an interrupt check, one
   // blocking receive; with one, slices between checks (a receive that times out has taken
   // nothing, so slicing redoes no work). False when none came.
+  // With a same-host channel, the wait is also sliced for its housekeeping (same_host.hpp).
   bool receive_frames(std::optional<Clock::time_point> deadline, std::size_t& dropped) {
     for (;;) {
       Timeout slice = remaining(deadline);
+      const auto now = Clock::now();
       if (interrupt_.active()) {
-        const auto now = Clock::now();
         const auto wake = *interrupt_.next_check(deadline, now);
         slice = std::chrono::ceil<std::chrono::milliseconds>(std::max(wake - now, Clock::duration::zero()));
+      }
+      const bool housekeeping = same_host_ && same_host_->has_channel();
+      if (housekeeping) {
+        if (now >= next_maintenance_) {
+          same_host_->maintain();
+          next_maintenance_ = now + SameHostReceiver::kMaintenancePeriod;
+        }
+        const auto until_due = std::chrono::ceil<std::chrono::milliseconds>(next_maintenance_ - now);
+        if (!slice || *slice > until_due) slice = until_due;
       }
       set_recv_timeout(socket_, slice, recv_timeout_ms_);
       bool got;
@@ -369,7 +379,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
       if (got) return true;
       if (deadline && Clock::now() >= *deadline) return false;
       if (!interrupt_.active()) {
-        if (deadline) continue;  // woke early (a slice rounded down): the rest of the wait
+        if (deadline || housekeeping) continue;  // a slice ended early: the rest of the wait
         return false;
       }
       if (interrupt_.requested()) throw Interrupted("zmq transport: receive on " + url_ + " was interrupted");
@@ -386,6 +396,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
   InterruptCheck interrupt_;
   std::uint64_t malformed_ = 0;
   std::optional<SameHostReceiver> same_host_;  // tcp:// and ipc:// Receivers
+  Clock::time_point next_maintenance_{};
 };
 
 }  // namespace
