@@ -223,8 +223,11 @@ py::dict PyReceiver::stats() { return stats_dict(transport_stats()); }
 
 std::optional<std::pair<std::uintptr_t, std::uintptr_t>> PyReceiver::segment_range(const py::object& object) {
   constexpr std::string_view kShm = "shm://";
-  if (url().rfind(kShm, 0) != 0) return std::nullopt;
-  return shm_mapping_holding(object, std::string_view(url()).substr(kShm.size()));
+  if (url().rfind(kShm, 0) == 0) return shm_mapping_holding(object, std::string_view(url()).substr(kShm.size()));
+  // A ZeroMQ Receiver's same-host channel, once it has one.
+  const std::string channel = transport_stats().same_host_channel;
+  if (channel.empty()) return std::nullopt;
+  return shm_mapping_holding(object, channel);
 }
 
 }  // namespace picklewire::python

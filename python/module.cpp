@@ -133,8 +133,10 @@ keyword options are described in docs/python.md ("Options"). A Receiver is a con
            "memory (read it with loads_safe() when the peer is not trusted). timeout as for recv().")
       .def("stats", &pwp::PyReceiver::stats, "The copy ledger and transport counters of this Receiver, as a dict.")
       .def("segment_range", &pwp::PyReceiver::segment_range, arg("obj"),
-           "(begin, end) of this channel's shared-memory mapping holding obj's memory, else None.")
-      .def("owns", &pwp::PyReceiver::owns, arg("obj"), "True when obj's memory lies in this channel's shared-memory segment.")
+           "(begin, end) of this channel's shared-memory mapping holding obj's memory (shm://; tcp://, ipc://: the "
+           "same-host channel), else None.")
+      .def("owns", &pwp::PyReceiver::owns, arg("obj"),
+           "True when obj's memory lies in this channel's shared-memory segment (tcp://, ipc://: its same-host channel).")
       .def("close", &pwp::PyReceiver::close, "Closes the Receiver (idempotent); received objects stay valid.")
       .def_property_readonly("closed", &pwp::PyReceiver::closed, "True once close() was called.")
       .def_property_readonly("url", &pwp::PyReceiver::url, "The URL this Receiver was opened with.")

@@ -45,6 +45,7 @@ py::dict stats_dict(const TransportStats& stats, const CopyLedger* extra) {
   d["undelivered_messages"] = stats.undelivered_messages;
   d["malformed_messages"] = stats.malformed_messages;
   d["same_host_fallbacks"] = stats.same_host_fallbacks;
+  d["same_host_channel"] = stats.same_host_channel.empty() ? py::object(py::none()) : py::object(py::str(stats.same_host_channel));
   return d;
 }
 

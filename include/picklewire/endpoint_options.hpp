@@ -105,6 +105,9 @@ struct TransportStats {
   /// same-host path is on (the receiver is elsewhere or has it off, its answer was not in yet, the
   /// message does not fit its channel, or the connection changed under the send).
   std::uint64_t same_host_fallbacks = 0;
+  /// zmq Receiver: NAME of its same-host channel (shm://NAME, in /dev/shm as picklewire.NAME);
+  /// empty until a same-host sender's hello made it create one.
+  std::string same_host_channel;
 };
 
 }  // namespace picklewire

@@ -337,6 +337,7 @@ void SameHostReceiver::add_stats(TransportStats& stats) const {
   stats.bytes_in_use = c.bytes_in_use;
   stats.peak_bytes_in_use = c.peak_bytes_in_use;
   stats.capacity = c.capacity;
+  stats.same_host_channel = channel_name_;
 }
 
 }  // namespace picklewire::zmq_transport
