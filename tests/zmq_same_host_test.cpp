@@ -179,6 +179,43 @@ TEST_P(ZmqSameHost, EitherSideCanTurnItOff) {
 std::string transport_name(const ::testing::TestParamInfo<std::string>& param) { return param.param; }
 INSTANTIATE_TEST_SUITE_P(Transports, ZmqSameHost, ::testing::Values("tcp", "ipc"), transport_name);
 
+// Sends 12 messages of 3 MiB, which a 16 MiB channel cannot hold at once.
+constexpr int kHoarded = 12;
+constexpr std::size_t kHoardSize = 3 << 20;
+PICKLEWIRE_CHILD_ROLE(same_host_hoard_sender) {
+  Sender tx = Sender::connect(std::getenv("SAME_HOST_URL"), quick_options());
+  for (int i = 0; i < kHoarded; ++i) {
+    Buffer b = Buffer::allocate(kHoardSize);
+    test::fill_pattern(b.mutable_data(), b.size(), std::uint64_t(i));
+    tx.send(Message{Buffer::copy(std::string_view("h")), {std::move(b)}}, 20000ms);
+  }
+  const TransportStats s = tx.stats();
+  EXPECT_GT(s.ledger.same_host_messages, 0u);
+  EXPECT_GT(s.same_host_fallbacks, 0u);  // the channel was full: frames, not a blocked send
+  EXPECT_EQ(s.ledger.same_host_messages + s.same_host_fallbacks, std::uint64_t(kHoarded));
+}
+
+TEST(ZmqSameHostFaults, AReceiverThatKeepsEverythingGetsFramesOnceItsChannelIsFull) {
+  const std::string u = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
+  Receiver rx = Receiver::bind(u, quick_options());
+  Child sender{test::spawn_role("same_host_hoard_sender", {"SAME_HOST_URL=" + u})};
+  std::vector<Message> kept;
+  for (int i = 0; i < kHoarded; ++i) {
+    std::optional<Message> m = rx.recv(30000ms);
+    ASSERT_TRUE(m) << "message " << i;
+    ASSERT_EQ(m->buffers.size(), 1u);
+    EXPECT_EQ(test::checksum(m->buffers[0]), [&] {
+      std::vector<std::byte> want(kHoardSize);
+      test::fill_pattern(want.data(), want.size(), std::uint64_t(i));
+      return test::checksum(want.data(), want.size());
+    }()) << "message " << i;
+    kept.push_back(std::move(*m));
+  }
+  EXPECT_EQ(sender.wait(), 0);
+  EXPECT_GT(rx.stats().ledger.same_host_messages, 0u);
+  EXPECT_LT(rx.stats().ledger.same_host_messages, std::uint64_t(kHoarded));
+}
+
 // Receives COUNT messages from the first index FIRST, expecting every large one through its channel.
 PICKLEWIRE_CHILD_ROLE(same_host_receiver) {
   Receiver rx = Receiver::bind(std::getenv("SAME_HOST_URL"), quick_options());

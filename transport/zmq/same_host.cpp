@@ -99,7 +99,9 @@ bool HostIdentity::matches(const Hello& hello) const noexcept {
 
 SameHostSender::SameHostSender(const EndpointOptions& options)
     : min_bytes_(options.zmq.same_host_min_bytes), channel_options_(options) {
-  // The channel's own waits end with the caller's; the zmq Sender asks the interrupt itself too.
+  // allocate() from the channel never waits for room: a loan the channel cannot give now comes
+  // from the heap instead (frames send it without copying). Sends pass their own timeout.
+  channel_options_.send_timeout = std::chrono::milliseconds(0);
   tagged_.buffers.reserve(8);
 }
 

@@ -67,6 +67,12 @@ class SameHostSender {
   std::uint32_t generation() const noexcept { return generation_; }
   // The channel failed (its receiver died or closed it): frames until the next connection.
   void drop_channel() noexcept;
+  // How long a send waits for room in the channel before it sends frames instead: a receiver
+  // that keeps what it received must not make sends block that frames would not. After a send
+  // found no room, the next ones do not wait until one fits again.
+  std::chrono::milliseconds room_wait() const noexcept { return channel_was_full_ ? std::chrono::milliseconds(0) : kRoomWait; }
+  void found_room(bool room) noexcept { channel_was_full_ = !room; }
+  static constexpr std::chrono::milliseconds kRoomWait{500};
 
   // `message` plus its tag (the last buffer: sender id and the next sequence number), for the
   // channel; then the doorbell for it once the channel took it (commit()).
@@ -88,6 +94,7 @@ class SameHostSender {
   std::uint32_t generation_ = 0;  // the connection negotiated (or being negotiated)
   bool hello_sent_ = false;
   bool settled_ = false;  // refused, failed or dropped: frames for the rest of this connection
+  bool channel_was_full_ = false;
   Clock::time_point hello_sent_at_{};
   std::optional<Clock::time_point> preparing_since_;
   std::unique_ptr<detail::SenderImpl> channel_;

@@ -169,16 +169,19 @@ class ZmqSender final : public detail::SenderImpl {
 
   // The message into the receiver's channel, then its doorbell on the socket. Falls back (the
   // caller sends frames) when there is no accepted channel, the message is larger than the
-  // channel, the channel's receiver is gone, or the connection changed before the doorbell left
-  // (the new peer never saw the channel; the copy left in the old one is dropped by its receiver).
+  // channel or finds no room in it soon enough (SameHostSender::room_wait), the channel's
+  // receiver is gone, or the connection changed before the doorbell left (the new peer never saw
+  // the channel; the copy left in the old one is dropped by its receiver).
   Outcome send_same_host(const Message& message, Timeout timeout) {
     const auto deadline = deadline_after(timeout, Clock::now());
     detail::SenderImpl* channel = same_host_->negotiate(socket_, *monitor_, deadline.value_or(Clock::time_point::max()));
     if (!channel) return Outcome::fell_back;
     const CopyLedger before = channel->ledger();
+    Timeout room_wait = same_host_->room_wait();
+    if (const Timeout left = remaining(deadline); left && *left < *room_wait) room_wait = left;
     bool published = false;
     try {
-      published = channel->try_send(same_host_->tagged(message), remaining(deadline));
+      published = channel->try_send(same_host_->tagged(message), room_wait);
     } catch (const PeerGone&) {
       same_host_->forget();
       same_host_->drop_channel();
@@ -192,9 +195,11 @@ class ZmqSender final : public detail::SenderImpl {
       if (e.code() != EMSGSIZE) same_host_->drop_channel();  // a channel we cannot trust: frames from now on
       return Outcome::fell_back;
     }
+    same_host_->found_room(published);
     if (!published) {
       same_host_->forget();
-      return Outcome::timed_out;
+      if (deadline && Clock::now() >= *deadline) return Outcome::timed_out;
+      return Outcome::fell_back;  // no room in the channel: frames, as the socket would take it
     }
     // The channel's ledger counted the tag as a buffer copied in: it is not the caller's.
     CopyLedger added = ledger_delta(channel->ledger(), before);
