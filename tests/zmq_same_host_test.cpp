@@ -71,6 +71,8 @@ int leftovers(pid_t pid) {
   return n;
 }
 
+using SameHostTimeouts = zt::SameHostReceiver;
+
 struct Child {
   pid_t pid = -1;
   ~Child() {
@@ -214,6 +216,25 @@ TEST(ZmqSameHostFaults, AReceiverThatKeepsEverythingGetsFramesOnceItsChannelIsFu
   EXPECT_EQ(sender.wait(), 0);
   EXPECT_GT(rx.stats().ledger.same_host_messages, 0u);
   EXPECT_LT(rx.stats().ledger.same_host_messages, std::uint64_t(kHoarded));
+}
+
+TEST(ZmqSameHostFaults, ASenderThatExitsAfterSendingHasEveryMessageDelivered) {
+  const std::string u = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
+  Receiver rx = Receiver::bind(u, quick_options());
+  // The hello, before anything else is sent: the receiver answers it in this recv.
+  Child sender{test::spawn_role("same_host_sender", {"SAME_HOST_URL=" + u, "SAME_HOST_COUNT=12",
+                                                     "SAME_HOST_SENDER_ON=1", "SAME_HOST_EXPECT_FRAMES=0"})};
+  std::optional<Message> first = rx.recv(20000ms);
+  ASSERT_TRUE(first);
+  expect_message(*first, 0);
+  EXPECT_EQ(sender.wait(), 0);  // gone (and reaped) before its other messages are read
+  std::this_thread::sleep_for(SameHostTimeouts::kDeadSenderGrace + 200ms);
+  for (int i = 1; i < 12; ++i) {
+    std::optional<Message> m = rx.recv(5000ms);
+    ASSERT_TRUE(m) << "message " << i;
+    expect_message(*m, i);
+  }
+  EXPECT_EQ(rx.stats().ledger.same_host_messages, 8u);
 }
 
 // Receives COUNT messages from the first index FIRST, expecting every large one through its channel.

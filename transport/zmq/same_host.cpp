@@ -257,8 +257,8 @@ void SameHostReceiver::on_hello(const Hello& hello) {
     }
   }
   if (channel_) {
-    if (std::find(senders_.begin(), senders_.end(), std::pair{hello.sender_id, std::int32_t(hello.pid)}) == senders_.end())
-      senders_.emplace_back(hello.sender_id, std::int32_t(hello.pid));
+    if (std::none_of(senders_.begin(), senders_.end(), [&](const Peer& p) { return p.sender_id == hello.sender_id; }))
+      senders_.push_back({hello.sender_id, static_cast<std::int32_t>(hello.pid), std::nullopt});
     box->post(hello.generation, {Verdict::accepted, channel_name_, me});
   } else
     box->post(hello.generation, {Verdict::refused, {}, me});
@@ -319,16 +319,23 @@ bool SameHostReceiver::stash_next() {
   }
 }
 
-void SameHostReceiver::maintain() {
+void SameHostReceiver::maintain(bool socket_idle) {
   if (!channel_) return;
   try {
     while (stash_next()) {
     }
   } catch (const TransportError&) {  // a malformed record: the channel refused it; go on
   }
-  std::erase_if(senders_, [](const auto& s) { return !shm::process_alive(s.second, 0); });
+  const auto now = Clock::now();
+  for (Peer& p : senders_)
+    if (!p.dead_since && !shm::process_alive(p.pid, 0)) p.dead_since = now;
+  // A sender that exited after sending still has doorbells on their way or queued in the socket:
+  // its messages stay until the socket has been found empty well after its death (then no
+  // doorbell of its can come any more, and what is left of it was never rung for).
+  if (socket_idle)
+    std::erase_if(senders_, [&](const Peer& p) { return p.dead_since && now - *p.dead_since >= kDeadSenderGrace; });
   std::erase_if(stash_, [&](const Tagged& t) {
-    return std::none_of(senders_.begin(), senders_.end(), [&](const auto& s) { return s.first == t.sender_id; });
+    return std::none_of(senders_.begin(), senders_.end(), [&](const Peer& p) { return p.sender_id == t.sender_id; });
   });
 }
 

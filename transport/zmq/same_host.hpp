@@ -120,13 +120,15 @@ class SameHostReceiver {
   Message take(const Doorbell& doorbell, CopyLedger& ledger);
   // The channel's usage (slots, bytes, capacity), when there is one.
   void add_stats(TransportStats& stats) const;
-  // Housekeeping while the socket is idle (the Receiver calls it every kMaintenancePeriod): the
-  // channel reclaims the slots of senders that died (as shm:// does while it waits), messages
-  // already in the channel move to the stash (their doorbells follow), and stashed messages of
-  // senders that died before ringing for them are dropped.
-  void maintain();
+  // Housekeeping while the Receiver waits (every kMaintenancePeriod): the channel reclaims the
+  // slots that senders which died were holding (as shm:// does while it waits), messages already
+  // in the channel move to the stash (their doorbells follow), and the stashed messages of a
+  // sender dead for kDeadSenderGrace are dropped once `socket_idle` (the last wait on the socket
+  // found nothing): no doorbell of its can still come, so nobody will ever ring for them.
+  void maintain(bool socket_idle);
   bool has_channel() const noexcept { return channel_ != nullptr; }
   static constexpr std::chrono::milliseconds kMaintenancePeriod{250};
+  static constexpr std::chrono::milliseconds kDeadSenderGrace{1000};
 
  private:
   struct Tagged {
@@ -139,7 +141,12 @@ class SameHostReceiver {
   std::unique_ptr<detail::ReceiverImpl> channel_;
   std::string failure_;         // why the channel could not be created (every hello is then refused)
   std::vector<Tagged> stash_;   // taken from the channel before their doorbells arrived
-  std::vector<std::pair<std::uint64_t, std::int32_t>> senders_;  // accepted (sender id, pid)
+  struct Peer {
+    std::uint64_t sender_id;
+    std::int32_t pid;
+    std::optional<std::chrono::steady_clock::time_point> dead_since;
+  };
+  std::vector<Peer> senders_;  // the senders told about the channel
 
   // Moves one message from the channel to the stash (or drops it: not tagged); false when the
   // channel holds none.

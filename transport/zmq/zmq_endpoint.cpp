@@ -358,6 +358,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
   // nothing, so slicing redoes no work). False when none came.
   // With a same-host channel, the wait is also sliced for its housekeeping (same_host.hpp).
   bool receive_frames(std::optional<Clock::time_point> deadline, std::size_t& dropped) {
+    bool socket_idle = false;  // the last slice found nothing
     for (;;) {
       Timeout slice = remaining(deadline);
       const auto now = Clock::now();
@@ -368,7 +369,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
       const bool housekeeping = same_host_ && same_host_->has_channel();
       if (housekeeping) {
         if (now >= next_maintenance_) {
-          same_host_->maintain();
+          same_host_->maintain(socket_idle);
           next_maintenance_ = now + SameHostReceiver::kMaintenancePeriod;
         }
         const auto until_due = std::chrono::ceil<std::chrono::milliseconds>(next_maintenance_ - now);
@@ -382,6 +383,7 @@ class ZmqReceiver final : public detail::ReceiverImpl {
         throw TransportError("zmq transport: receive on " + url_ + " failed: " + e.what(), e.num());
       }
       if (got) return true;
+      socket_idle = true;
       if (deadline && Clock::now() >= *deadline) return false;
       if (!interrupt_.active()) {
         if (deadline || housekeeping) continue;  // a slice ended early: the rest of the wait
