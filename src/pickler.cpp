@@ -292,19 +292,22 @@ class Pickler {
           store_le32(p + 1, u);  // (room for all 4; only `width` of them count)
           return p + 1 + width;
         }
-        unsigned char le[8];
-        for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
-        const std::size_t n = minimal_length(le, 8);
+        // LONG1 of the fewest two's-complement bytes that hold v (5..8 here): its magnitude's bits
+        // plus the sign bit, rounded up to bytes.
+        const auto u = static_cast<std::uint64_t>(v);
+        const int bits = 65 - std::countl_zero(v < 0 ? ~u : u);
+        const int n = (bits + 7) / 8;
         p[0] = static_cast<char>(op::LONG1);
         p[1] = static_cast<char>(n);
-        std::memcpy(p + 2, le, 8);
+        store_le64(p + 2, u);  // (room for all 8; only n of them count)
         return p + 2 + n;
       }
-      case Kind::Float: {
+      case Kind::Float: {  // BINFLOAT: the IEEE 754 bits, big-endian
         std::uint64_t bits;
         std::memcpy(&bits, &s.f, 8);
+        if constexpr (std::endian::native == std::endian::little) bits = __builtin_bswap64(bits);
         p[0] = static_cast<char>(op::BINFLOAT);
-        for (int i = 0; i < 8; ++i) p[1 + i] = static_cast<char>((bits >> (56 - 8 * i)) & 0xff);
+        std::memcpy(p + 1, &bits, 8);
         return p + 9;
       }
       case Kind::Bool: *p = static_cast<char>(s.b ? op::NEWTRUE : op::NEWFALSE); return p + 1;
@@ -316,6 +319,13 @@ class Pickler {
       std::memcpy(p, &u, 4);
     } else {
       for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((u >> (8 * i)) & 0xff);
+    }
+  }
+  static void store_le64(char* p, std::uint64_t u) {
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(p, &u, 8);
+    } else {
+      for (int i = 0; i < 8; ++i) p[i] = static_cast<char>((u >> (8 * i)) & 0xff);
     }
   }
 

@@ -104,6 +104,21 @@ std::vector<Case> builtin_cases() {
                        v.push_back(d);
                      return b.list(v);
                    }});
+  // Every int64 around a byte-width boundary (LONG1 of 5..8 bytes is sized from the bit count).
+  cases.push_back({"int64_widths",
+                   "obj = [s * (2**k + d) for k in range(31, 63) for d in (-1, 0, 1) for s in (1, -1)]\n"
+                   "obj += [2**63 - 1, -2**63, -2**63 + 1]",
+                   [] {
+                     Builder b;
+                     std::vector<Value> v;
+                     for (int k = 31; k < 63; ++k)
+                       for (long long d : {-1LL, 0LL, 1LL})
+                         for (long long sign : {1LL, -1LL}) v.push_back(sign * ((1LL << k) + d));
+                     for (long long x : {std::numeric_limits<long long>::max(), std::numeric_limits<long long>::min(),
+                                         std::numeric_limits<long long>::min() + 1})
+                       v.push_back(x);
+                     return b.list(v);
+                   }});
   cases.push_back({"strings",
                    "obj = ['', 'a', 'h\\u00e9llo', '\\u20ac' * 100, 'x' * 255, 'y' * 256, 'z' * 70000, '\\U0001F600', 'w' * 65536]",
                    [] {
