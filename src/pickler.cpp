@@ -8,10 +8,11 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <list>
 #include <memory>
-#include <memory_resource>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -63,6 +64,41 @@ struct Frame {
   const Slot* items = nullptr;                  // Items
   const std::pair<Slot, Slot>* pairs = nullptr; // Items (dict runs)
   std::size_t index = 0, size = 0;              // Items
+};
+
+// The walk's stack. Its first kInline frames live in the Pickler itself, uninitialised (a small
+// dump neither allocates nor clears anything for it, and a push is a store, not a vector's
+// reallocation check through an allocator); a deeper walk moves it to the heap.
+class FrameStack {
+ public:
+  FrameStack() = default;
+  FrameStack(const FrameStack&) = delete;
+  FrameStack& operator=(const FrameStack&) = delete;
+
+  bool empty() const noexcept { return size_ == 0; }
+  Frame& back() noexcept { return data_[size_ - 1]; }
+  void pop_back() noexcept { --size_; }
+  void push_back(Frame f) {  // (by value: f may be a frame of this stack)
+    if (size_ == capacity_) grow();
+    new (&data_[size_++]) Frame(f);
+  }
+
+ private:
+  static_assert(std::is_trivially_copyable_v<Frame> && std::is_trivially_destructible_v<Frame>);
+  static constexpr std::size_t kInline = 32;
+
+  void grow() {
+    auto bigger = std::make_unique_for_overwrite<std::byte[]>(2 * capacity_ * sizeof(Frame));
+    std::memcpy(bigger.get(), data_, size_ * sizeof(Frame));
+    heap_ = std::move(bigger);
+    data_ = reinterpret_cast<Frame*>(heap_.get());
+    capacity_ *= 2;
+  }
+
+  alignas(Frame) std::byte inline_[kInline * sizeof(Frame)];
+  std::unique_ptr<std::byte[]> heap_;
+  Frame* data_ = reinterpret_cast<Frame*>(inline_);
+  std::size_t size_ = 0, capacity_ = kInline;
 };
 
 class Pickler {
@@ -166,7 +202,7 @@ class Pickler {
         case Op::GlobalMemoPut: {
           Node* n = top.slot.node;
           stack_.pop_back();
-          global_memo_[global_key(n->global())] = memo_put_new();
+          side().global_memo[global_key(n->global())] = memo_put_new();
           break;
         }
       }
@@ -538,25 +574,26 @@ class Pickler {
   // A global is memoised by its name: in Python the same name is the same object.
   void save_global(Node* n, const std::shared_ptr<Graph>* ctx) {
     const GlobalName& g = n->global();
+    SideTables& side_tables = side();
     std::string key = global_key(g);
-    if (auto it = global_memo_.find(key); it != global_memo_.end()) {
+    if (auto it = side_tables.global_memo.find(key); it != side_tables.global_memo.end()) {
       memo_get(it->second);
       return;
     }
     if (proto_ >= 4) {
       // save(module_name): the module's name is one str object in Python, shared by its globals.
       out_.opcode_boundary();
-      if (auto it = module_memo_.find(std::string(g.module)); it != module_memo_.end()) {
+      if (auto it = side_tables.module_memo.find(std::string(g.module)); it != side_tables.module_memo.end()) {
         memo_get(it->second);
       } else {
         write_unicode(g.module);
-        module_memo_.emplace(std::string(g.module), memo_put_new());
+        side_tables.module_memo.emplace(std::string(g.module), memo_put_new());
       }
       out_.opcode_boundary();  // save(qualname): a fresh str
       write_unicode(g.name);
       memo_put_new();
       out_.put(op::STACK_GLOBAL);
-      global_memo_.emplace(std::move(key), memo_put_new());
+      side_tables.global_memo.emplace(std::move(key), memo_put_new());
       return;
     }
     if (std::size_t dot = g.name.rfind('.'); dot != std::string_view::npos) {
@@ -607,7 +644,7 @@ class Pickler {
     out_.put('\n');
     out_.write(name);
     out_.put('\n');
-    global_memo_.emplace(std::move(key), memo_put_new());
+    side_tables.global_memo.emplace(std::move(key), memo_put_new());
   }
 
   // ------------------------------------------------------------------ objects
@@ -705,7 +742,10 @@ class Pickler {
       BufferPlacement where = BufferPlacement::in_band;
       if (opt_.buffer_callback) {
         BufferInfo info;
-        if (auto it = array_data_item_size_.find(n); it != array_data_item_size_.end()) info.item_size = it->second;
+        if (side_) {
+          const auto& sizes = side_->array_data_item_size;
+          if (auto it = sizes.find(n); it != sizes.end()) info.item_size = it->second;
+        }
         where = opt_.buffer_callback(b, info);
       }
       if (where == BufferPlacement::out_of_band) {  // not memoised, as in CPython
@@ -733,9 +773,10 @@ class Pickler {
     if (offer && ctx && opt_.persistent_id && !is_synthetic(s)) {
       std::optional<Value> pid = opt_.persistent_id(Value(s, *ctx));
       if (pid) {
-        pids_.push_back(std::move(*pid));
+        std::list<Value>& pids = side().pids;
+        pids.push_back(std::move(*pid));
         push_write(op::BINPERSID);
-        push_save(pids_.back().slot(), &pids_.back().graph(), /*offer=*/false);
+        push_save(pids.back().slot(), &pids.back().graph(), /*offer=*/false);
         return;
       }
     }
@@ -842,11 +883,12 @@ class Pickler {
       case Kind::NDArray: {
         // numpy's own reduction of the array, built once per array node so a shared array is
         // written once and fetched from the memo after that. Not offered to persistent_id.
-        auto [it, fresh] = lowered_.try_emplace(n);
+        SideTables& side_tables = side();
+        auto [it, fresh] = side_tables.lowered.try_emplace(n);
         if (fresh) {
           const Node* data = nullptr;
           it->second = numpy::lower_ndarray(scratch(), n->array(), proto_, opt_.ledger, &data);
-          if (data) array_data_item_size_.emplace(data, n->array().dtype.itemsize);
+          if (data) side_tables.array_data_item_size.emplace(data, n->array().dtype.itemsize);
         }
         push_save(it->second, nullptr, false);
         return;
@@ -860,8 +902,9 @@ class Pickler {
   // Nodes that stand for objects CPython creates while reducing a builtin (the reduce tuples,
   // `_codecs.encode`, 'latin1', ...). They live in a scratch graph for the duration of the dump.
   Graph& scratch() {
-    if (!scratch_) scratch_ = std::make_shared<Graph>();
-    return *scratch_;
+    SideTables& side_tables = side();
+    if (!side_tables.scratch) side_tables.scratch = std::make_shared<Graph>();
+    return *side_tables.scratch;
   }
   Slot synth_global(std::string_view module, std::string_view name) {
     Node* g = scratch().new_node(Kind::Global);
@@ -871,38 +914,44 @@ class Pickler {
   }
   // 'latin1': one interned str in CPython, so one node here (written once, then fetched).
   Slot latin1() {
-    if (!latin1_) {
-      latin1_ = scratch().new_node(Kind::Str);
-      latin1_->text().data = "latin1";
-      mark_synthetic(latin1_);
+    Node*& latin1 = side().latin1;
+    if (!latin1) {
+      latin1 = scratch().new_node(Kind::Str);
+      latin1->text().data = "latin1";
+      mark_synthetic(latin1);
     }
-    return node_slot(latin1_);
+    return node_slot(latin1);
   }
   void mark_synthetic(const Node* n) {
-    if (opt_.persistent_id) synthetic_.insert(n);
+    if (opt_.persistent_id) side().synthetic.insert(n);
   }
   bool is_synthetic(const Slot& s) const {
-    return !s.is_inline && !synthetic_.empty() && synthetic_.count(s.node) != 0;
+    return !s.is_inline && side_ && !side_->synthetic.empty() && side_->synthetic.count(s.node) != 0;
   }
 
   const PicklerOptions& opt_;
   const int proto_;
   PickleOutput& out_;
-  // The frame stack starts in the Pickler itself (a small dump allocates nothing for it) and
-  // grows on the heap.
-  alignas(Frame) std::byte stack_storage_[32 * sizeof(Frame)];
-  std::pmr::monotonic_buffer_resource stack_memory_{stack_storage_, sizeof stack_storage_};
-  std::pmr::vector<Frame> stack_{&stack_memory_};
+  FrameStack stack_;
   MemoTable memo_;
   std::uint32_t memo_size_ = 0;
-  std::unordered_map<std::string, std::uint32_t> global_memo_;  // "module\0qualname" -> memo index
-  std::unordered_map<std::string, std::uint32_t> module_memo_;  // STACK_GLOBAL module names
-  std::unordered_map<const Node*, Slot> lowered_;               // NDArray -> numpy's reduction
-  std::unordered_map<const Node*, std::uint32_t> array_data_item_size_;  // its data PickleBuffer -> dtype item size
-  std::unordered_set<const Node*> synthetic_;                   // only kept when persistent_id is set
-  std::list<Value> pids_;  // persistent ids being written (stable addresses; nothing allocated when empty)
-  std::shared_ptr<Graph> scratch_;
-  Node* latin1_ = nullptr;
+  // What only some dumps need (globals, numpy arrays, persistent ids, builtins' reductions): made
+  // on first use, so a dump of plain containers and scalars neither builds nor destroys it.
+  struct SideTables {
+    std::unordered_map<std::string, std::uint32_t> global_memo;  // "module\0qualname" -> memo index
+    std::unordered_map<std::string, std::uint32_t> module_memo;  // STACK_GLOBAL module names
+    std::unordered_map<const Node*, Slot> lowered;               // NDArray -> numpy's reduction
+    std::unordered_map<const Node*, std::uint32_t> array_data_item_size;  // its data PickleBuffer -> dtype item size
+    std::unordered_set<const Node*> synthetic;                   // only kept when persistent_id is set
+    std::list<Value> pids;  // persistent ids being written (stable addresses)
+    std::shared_ptr<Graph> scratch;
+    Node* latin1 = nullptr;
+  };
+  SideTables& side() {
+    if (!side_) side_ = std::make_unique<SideTables>();
+    return *side_;
+  }
+  std::unique_ptr<SideTables> side_;
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <memory>
 #include <new>
 #include <utility>
 #include <string_view>
@@ -33,7 +34,9 @@ class PickleOutput {
   PickleOutput() = default;
   PickleOutput(const PickleOutput&) = delete;
   PickleOutput& operator=(const PickleOutput&) = delete;
-  ~PickleOutput() { std::free(data_); }
+  ~PickleOutput() {
+    if (data_ != inline_) std::free(data_);
+  }
 
   void set_framing(bool on) noexcept { framing_ = on; }
 
@@ -111,16 +114,21 @@ class PickleOutput {
 
   std::size_t size() const noexcept { return len_; }
 
-  // Hands the bytes over without copying them.
+  // Hands the bytes over: a heap buffer without copying it; bytes still in the inline buffer are
+  // copied into one block that holds them and the Buffer's owner together (one allocation).
   Buffer take() {
     Buffer b;
-    if (!data_) {
-      b = Buffer::allocate(0);
+    if (data_ == inline_) {
+      std::shared_ptr<std::byte[]> block = std::make_shared_for_overwrite<std::byte[]>(std::max<std::size_t>(len_, 1));
+      std::byte* bytes = block.get();
+      std::memcpy(bytes, inline_, len_);
+      b = Buffer::take(std::shared_ptr<void>(std::move(block), bytes), bytes, len_, /*readonly=*/false);
     } else {
       b = Buffer::with_free_function(data_, len_, /*readonly=*/false, [](void* p, void*) { std::free(p); });
     }
-    data_ = nullptr;
-    len_ = cap_ = 0;
+    data_ = inline_;
+    len_ = 0;
+    cap_ = kInlineBytes;
     frame_open_ = false;
     return b;
   }
@@ -140,17 +148,22 @@ class PickleOutput {
   }
 
   void grow(std::size_t need) {
-    std::size_t cap = cap_ ? cap_ : 256;
+    std::size_t cap = cap_;
     while (cap < need) cap = cap > (SIZE_MAX / 2) ? need : cap * 2;
-    void* p = std::realloc(data_, cap);
+    void* p = data_ == inline_ ? std::malloc(cap) : std::realloc(data_, cap);
     if (!p) throw std::bad_alloc();
+    if (data_ == inline_) std::memcpy(p, inline_, len_);
     data_ = static_cast<char*>(p);
     advise_huge_pages(data_ + len_, cap - len_);  // the part not written yet
     cap_ = cap;
   }
 
-  char* data_ = nullptr;
-  std::size_t len_ = 0, cap_ = 0;
+  // A dump starts writing here, inside the PickleOutput (on the caller's stack): a small dump
+  // allocates only the Buffer take() returns; a bigger one moves to the heap and grows there.
+  static constexpr std::size_t kInlineBytes = 512;
+  char inline_[kInlineBytes];
+  char* data_ = inline_;
+  std::size_t len_ = 0, cap_ = kInlineBytes;
   std::size_t frame_start_ = 0;
   bool frame_open_ = false;
   bool framing_ = false;
