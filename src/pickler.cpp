@@ -375,6 +375,15 @@ class Pickler {
     return idx;
   }
   void memo_put(const Node* n) { memo_.set(n, memo_put_new()); }
+  // For a node memoised as soon as it is written (str, list, dict): one memo probe that either
+  // finds its index and writes BINGET (true), or gives it the next index (false); the caller then
+  // writes it and memo_put_new().
+  bool fetch_or_claim(const Node* n) {
+    const std::uint32_t idx = memo_.get_or_set(n, memo_size_);
+    if (idx == MemoTable::kAbsent) return false;
+    memo_get(idx);
+    return true;
+  }
   void memo_get(std::uint32_t idx) {
     if (idx < 256) out_.put_with_le(op::BINGET, idx, 1);
     else out_.put_with_le(op::LONG_BINGET, idx, 4);
@@ -436,6 +445,24 @@ class Pickler {
   }
 
   // ------------------------------------------------------------------ str / bytes / bytearray
+
+  // A str node: fetched from the memo, or written and memoised. The usual short one at protocol 4+
+  // is opcode, length, text and MEMOIZE in one write.
+  void save_str(std::string_view utf8, const Node* n) {
+    if (fetch_or_claim(n)) return;
+    if (utf8.size() <= 0xff && proto_ >= 4) {
+      char* p = out_.begin_run(3 + utf8.size());
+      p[0] = static_cast<char>(op::SHORT_BINUNICODE);
+      p[1] = static_cast<char>(utf8.size());
+      std::memcpy(p + 2, utf8.data(), utf8.size());
+      p[2 + utf8.size()] = static_cast<char>(op::MEMOIZE);
+      out_.end_run(p + 3 + utf8.size());
+      ++memo_size_;
+      return;
+    }
+    write_unicode(utf8);
+    memo_put_new();
+  }
 
   void write_unicode(std::string_view utf8) {
     if (utf8.size() <= 0xff && proto_ >= 4) {  // the usual str: opcode, length and text in one write
@@ -789,17 +816,17 @@ class Pickler {
       return;
     }
     Node* n = s.node;
-    if (n->kind != Kind::Global) {
+    if (n->kind == Kind::Str) {
+      save_str(n->text().data, n);
+      return;
+    }
+    if (n->kind != Kind::Global && n->kind != Kind::List && n->kind != Kind::Dict) {
       if (std::uint32_t idx = memo_index(n); idx != MemoTable::kAbsent) {
         memo_get(idx);
         return;
       }
     }
     switch (n->kind) {
-      case Kind::Str:
-        write_unicode(n->text().data);
-        memo_put(n);
-        return;
       case Kind::Bytes: {
         std::string_view d = n->text().data;
         if (proto_ >= 3) save_bytes_data(n, d.data(), d.size());
@@ -833,8 +860,9 @@ class Pickler {
         return;
       }
       case Kind::List: {
+        if (fetch_or_claim(n)) return;
         out_.put(op::EMPTY_LIST);
-        memo_put(n);
+        memo_put_new();
         const Items& items = n->items();
         if (items.size() == 1) {
           push_write(op::APPEND);
@@ -845,8 +873,9 @@ class Pickler {
         return;
       }
       case Kind::Dict: {
+        if (fetch_or_claim(n)) return;
         out_.put(op::EMPTY_DICT);
-        memo_put(n);
+        memo_put_new();
         const Entries& e = n->entries();
         if (e.size() == 1) {
           Slot k = e[0].first, v = e[0].second;

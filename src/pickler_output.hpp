@@ -230,6 +230,26 @@ class MemoTable {
     }
   }
 
+  // get() and, when key has no real index (absent, or only in progress), set(key, value), in one
+  // probe: for a node memoised right after it is looked up. Returns the index found, or kAbsent
+  // when key was given `value`.
+  std::uint32_t get_or_set(const void* key, std::uint32_t value) {
+    if ((used_ + 1) * 3 >= capacity_ * 2) rehash(capacity_ * 2);
+    for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
+      Entry& e = entries_[i];
+      if (e.epoch != epoch_) {
+        e = {key, value, epoch_};
+        ++used_;
+        return kAbsent;
+      }
+      if (e.key == key) {
+        if (!(e.value & kInProgress)) return e.value;
+        e.value = value;
+        return kAbsent;
+      }
+    }
+  }
+
   void set(const void* key, std::uint32_t value) {
     if ((used_ + 1) * 3 >= capacity_ * 2) rehash(capacity_ * 2);
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {

@@ -170,6 +170,20 @@ std::vector<Case> builtin_cases() {
                      Value x = b.list({1}), s = b.str("shared"), t = b.tuple({x, s}), bb = b.bytes("bbbb"), ba = b.bytearray("ba");
                      return b.list({x, x, b.tuple({x}), s, s, t, t, bb, ba, bb, ba});
                    }});
+  // Shared strs (short, long, past memo index 255) and dicts, fetched with BINGET / LONG_BINGET.
+  cases.push_back({"sharing_strs_and_dicts",
+                   "d = {'k': 1}\ns = 'short'\nlong_s = 'L' * 300\nmany = ['m%d' % i for i in range(300)]\n"
+                   "obj = [d, d, s, long_s, long_s, s] + many + [many[299], many[0], d, long_s]",
+                   [] {
+                     Builder b;
+                     Value d = b.dict({{b.str("k"), 1}}), s = b.str("short"), long_s = b.str(std::string(300, 'L'));
+                     std::vector<Value> many;
+                     for (int i = 0; i < 300; ++i) many.push_back(b.str("m" + std::to_string(i)));
+                     std::vector<Value> v{d, d, s, long_s, long_s, s};
+                     v.insert(v.end(), many.begin(), many.end());
+                     for (const Value& x : {many[299], many[0], d, long_s}) v.push_back(x);
+                     return b.list(v);
+                   }});
   cases.push_back({"recursive_list", "obj = []\nobj.append(obj)\nobj.append([obj])", [] {
                      Builder b;
                      Value l = b.list();
