@@ -38,7 +38,10 @@ class PickleOutput {
     if (data_ != inline_) std::free(data_);
   }
 
-  void set_framing(bool on) noexcept { framing_ = on; }
+  void set_framing(bool on) noexcept {
+    framing_ = on;
+    update_frame_state();
+  }
 
   void put(std::uint8_t byte) {
     *reserve(1) = static_cast<char>(byte);
@@ -72,6 +75,7 @@ class PickleOutput {
     if (bypass) {
       commit_frame();
       framing_ = false;
+      update_frame_state();
     }
     // One reservation for both parts: a large payload is copied exactly once.
     char* dst = reserve(header_size + n);
@@ -79,6 +83,7 @@ class PickleOutput {
     if (n) std::memcpy(dst + header_size, data, n);
     len_ += header_size + n;
     framing_ = framing;
+    update_frame_state();
   }
 
   // A run of small writes with one capacity check (Pickler::save_scalar_run): begin_run makes room
@@ -88,14 +93,14 @@ class PickleOutput {
   // the run at p.
   char* begin_run(std::size_t max_bytes) { return reserve(max_bytes); }
   const char* frame_full_at() const noexcept {
-    if (!framing_ || !frame_open_) return data_ + cap_ + 1;  // never reached: nothing to commit
-    return data_ + frame_start_ + kFrameHeaderSize + kFrameSizeTarget;
+    if (frame_full_len_ == kNoFrame) return data_ + cap_ + 1;  // never reached: nothing to commit
+    return data_ + frame_full_len_;
   }
   void end_run(const char* p) noexcept { len_ = static_cast<std::size_t>(p - data_); }
 
   // Called at the start of every save(), like _Pickler_OpcodeBoundary.
   void opcode_boundary() {
-    if (framing_ && frame_open_ && len_ - frame_start_ - kFrameHeaderSize >= kFrameSizeTarget) commit_frame();
+    if (len_ >= frame_full_len_) commit_frame();
   }
 
   void commit_frame() {
@@ -104,12 +109,15 @@ class PickleOutput {
     char* q = data_ + frame_start_;
     if (frame_len >= kFrameSizeMin) {
       q[0] = static_cast<char>(op::FRAME);
-      for (int i = 0; i < 8; ++i) q[1 + i] = static_cast<char>((static_cast<std::uint64_t>(frame_len) >> (8 * i)) & 0xff);
+      auto le = static_cast<std::uint64_t>(frame_len);
+      if constexpr (std::endian::native == std::endian::big) le = __builtin_bswap64(le);
+      std::memcpy(q + 1, &le, 8);
     } else {
       std::memmove(q, q + kFrameHeaderSize, frame_len);
       len_ -= kFrameHeaderSize;
     }
     frame_open_ = false;
+    update_frame_state();
   }
 
   std::size_t size() const noexcept { return len_; }
@@ -130,21 +138,36 @@ class PickleOutput {
     len_ = 0;
     cap_ = kInlineBytes;
     frame_open_ = false;
+    update_frame_state();
     return b;
   }
 
  private:
-  // Room for n more bytes at data_ + len_ (after opening a frame if one is due).
+  // Room for n more bytes at data_ + len_ (after opening a frame if one is due). Every write
+  // comes through here: the usual case is one test inline, the rest out of line.
   char* reserve(std::size_t n) {
-    const bool new_frame = framing_ && !frame_open_;
-    const std::size_t need = len_ + n + (new_frame ? kFrameHeaderSize : 0);
+    if (frame_due_ || n > cap_ - len_) [[unlikely]]
+      return reserve_slow(n);
+    return data_ + len_;
+  }
+  [[gnu::noinline]] char* reserve_slow(std::size_t n) {
+    const std::size_t need = len_ + n + (frame_due_ ? kFrameHeaderSize : 0);
     if (need > cap_) grow(need);
-    if (new_frame) {
+    if (frame_due_) {
       frame_start_ = len_;
       frame_open_ = true;
       len_ += kFrameHeaderSize;  // filled in by commit_frame
+      update_frame_state();
     }
     return data_ + len_;
+  }
+
+  // The two questions every write and every save() ask, answered when framing_ or frame_open_
+  // change rather than on each write: is a frame due to open, and at what length is the open one full.
+  static constexpr std::size_t kNoFrame = SIZE_MAX;
+  void update_frame_state() noexcept {
+    frame_due_ = framing_ && !frame_open_;
+    frame_full_len_ = framing_ && frame_open_ ? frame_start_ + kFrameHeaderSize + kFrameSizeTarget : kNoFrame;
   }
 
   void grow(std::size_t need) {
@@ -167,6 +190,8 @@ class PickleOutput {
   std::size_t frame_start_ = 0;
   bool frame_open_ = false;
   bool framing_ = false;
+  bool frame_due_ = false;                // framing_ && !frame_open_
+  std::size_t frame_full_len_ = kNoFrame;  // len_ at which the open frame is full; kNoFrame: none open
 };
 
 // Node identity -> memo index, open addressing (the pickler's PyMemoTable). A value with
