@@ -78,9 +78,11 @@ class FrameStack {
   bool empty() const noexcept { return size_ == 0; }
   Frame& back() noexcept { return data_[size_ - 1]; }
   void pop_back() noexcept { --size_; }
-  void push_back(Frame f) {  // (by value: f may be a frame of this stack)
+  // A new top frame, default-initialised in place for the caller to fill in. (It may move the
+  // other frames: references to them are stale after this.)
+  Frame& push() {
     if (size_ == capacity_) grow();
-    new (&data_[size_++]) Frame(f);
+    return *new (&data_[size_++]) Frame();
   }
 
  private:
@@ -123,45 +125,40 @@ class Pickler {
  private:
   // ------------------------------------------------------------------ stack
 
-  void push_save(const Slot& s, const std::shared_ptr<Graph>* ctx, bool offer = true) {
-    Frame f;
+  void push_save(Slot s, const std::shared_ptr<Graph>* ctx, bool offer = true) {  // (s by value: it may be in a frame)
+    Frame& f = stack_.push();
     f.op = Op::Save;
     f.slot = s;
     f.ctx = ctx;
     f.offer = offer;
-    stack_.push_back(f);
   }
   void push_write(std::uint8_t opcode) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = Op::Write;
     f.byte = opcode;
-    stack_.push_back(f);
   }
   void push_node_op(Op op, Node* n, const std::shared_ptr<Graph>* ctx, std::uint32_t count = 0) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = op;
     f.slot = node_slot(n);
     f.ctx = ctx;
     f.count = count;
-    stack_.push_back(f);
   }
   void push_items(Run run, const Slot* items, std::size_t n, const std::shared_ptr<Graph>* ctx) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = Op::Items;
     f.byte = static_cast<std::uint8_t>(run);
     f.items = items;
     f.size = n;
     f.ctx = ctx;
-    stack_.push_back(f);
   }
   void push_pairs(Run run, const std::pair<Slot, Slot>* pairs, std::size_t n, const std::shared_ptr<Graph>* ctx) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = Op::Items;
     f.byte = static_cast<std::uint8_t>(run);
     f.pairs = pairs;
     f.size = n;
     f.ctx = ctx;
-    stack_.push_back(f);
   }
 
   void run() {
@@ -795,29 +792,36 @@ class Pickler {
 
   // ------------------------------------------------------------------ save()
 
+  // The common kinds (inline scalars, strs) are written here; the rest in save_node, kept out of
+  // line so that this stays a small function (most calls are for scalars and strs).
   void save(const Slot& s, const std::shared_ptr<Graph>* ctx, bool offer) {
     out_.opcode_boundary();
-    if (offer && ctx && opt_.persistent_id && !is_synthetic(s)) {
-      std::optional<Value> pid = opt_.persistent_id(Value(s, *ctx));
-      if (pid) {
-        std::list<Value>& pids = side().pids;
-        pids.push_back(std::move(*pid));
-        push_write(op::BINPERSID);
-        push_save(pids.back().slot(), &pids.back().graph(), /*offer=*/false);
-        return;
-      }
-    }
+    if (offer && ctx && opt_.persistent_id && !is_synthetic(s) && save_persistent_id(s, ctx)) return;
     if (s.is_inline) {
       save_scalar(s);
       return;
     }
-    if (s.node->kind == Kind::Int) {
-      save_big_int(s.node);
+    if (s.node->kind == Kind::Str) {
+      save_str(s.node->text().data, s.node);
       return;
     }
-    Node* n = s.node;
-    if (n->kind == Kind::Str) {
-      save_str(n->text().data, n);
+    save_node(s.node, ctx);
+  }
+
+  // persistent_id(value): when it gives an id, BINPERSID is written for it (true).
+  [[gnu::noinline]] bool save_persistent_id(const Slot& s, const std::shared_ptr<Graph>* ctx) {
+    std::optional<Value> pid = opt_.persistent_id(Value(s, *ctx));
+    if (!pid) return false;
+    std::list<Value>& pids = side().pids;
+    pids.push_back(std::move(*pid));
+    push_write(op::BINPERSID);
+    push_save(pids.back().slot(), &pids.back().graph(), /*offer=*/false);
+    return true;
+  }
+
+  [[gnu::noinline]] void save_node(Node* n, const std::shared_ptr<Graph>* ctx) {
+    if (n->kind == Kind::Int) {
+      save_big_int(n);
       return;
     }
     if (n->kind != Kind::Global && n->kind != Kind::List && n->kind != Kind::Dict) {
