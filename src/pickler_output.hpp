@@ -225,6 +225,7 @@ class MemoTable {
     generation_ = cache.generation;
     if (capacity_ < 64) rehash(64);
     mask_ = capacity_ - 1;
+    full_at_ = full_at(capacity_);
   }
   ~MemoTable() {
     Cache& cache = t_cache;
@@ -259,7 +260,7 @@ class MemoTable {
   // probe: for a node memoised right after it is looked up. Returns the index found, or kAbsent
   // when key was given `value`.
   std::uint32_t get_or_set(const void* key, std::uint32_t value) {
-    if ((used_ + 1) * 3 >= capacity_ * 2) rehash(capacity_ * 2);
+    if (used_ >= full_at_) rehash(capacity_ * 2);
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       Entry& e = entries_[i];
       if (e.epoch != epoch_) {
@@ -276,7 +277,7 @@ class MemoTable {
   }
 
   void set(const void* key, std::uint32_t value) {
-    if ((used_ + 1) * 3 >= capacity_ * 2) rehash(capacity_ * 2);
+    if (used_ >= full_at_) rehash(capacity_ * 2);
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       Entry& e = entries_[i];
       if (e.epoch != epoch_) {
@@ -335,10 +336,15 @@ class MemoTable {
     return static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(key) >> 3) & mask_;
   }
 
+  // The number of entries at which an insertion first grows the table (two thirds full, as
+  // PyMemoTable: (used + 1) * 3 >= capacity * 2), kept so that insertions compare, not multiply.
+  static std::size_t full_at(std::size_t capacity) noexcept { return (2 * capacity + 2) / 3 - 1; }
+
   void rehash(std::size_t capacity) {
     Entry* old = std::exchange(entries_, allocate(capacity));
     const std::size_t old_capacity = std::exchange(capacity_, capacity);
     mask_ = capacity - 1;
+    full_at_ = full_at(capacity);
     used_ = 0;
     for (std::size_t i = 0; i < old_capacity; ++i)
       if (old[i].epoch == epoch_) set(old[i].key, old[i].value);
@@ -348,6 +354,7 @@ class MemoTable {
   Entry* entries_ = nullptr;
   std::size_t capacity_ = 0;
   std::size_t used_ = 0, mask_ = 0;
+  std::size_t full_at_ = 0;  // full_at(capacity_)
   std::uint32_t epoch_ = 0;
   std::uint32_t generation_ = 0;
 };
