@@ -443,6 +443,28 @@ class Pickler {
 
   // ------------------------------------------------------------------ str / bytes / bytearray
 
+  // memcpy for the few bytes most strs hold (dict keys, names): two overlapping loads and stores
+  // instead of a call into libc, which costs more than the copy itself at these sizes.
+  static void copy_short(char* dst, const char* src, std::size_t n) {
+    if (n > 16) {
+      std::memcpy(dst, src, n);
+    } else if (n >= 8) {
+      std::uint64_t head, tail;
+      std::memcpy(&head, src, 8);
+      std::memcpy(&tail, src + n - 8, 8);
+      std::memcpy(dst, &head, 8);
+      std::memcpy(dst + n - 8, &tail, 8);
+    } else if (n >= 4) {
+      std::uint32_t head, tail;
+      std::memcpy(&head, src, 4);
+      std::memcpy(&tail, src + n - 4, 4);
+      std::memcpy(dst, &head, 4);
+      std::memcpy(dst + n - 4, &tail, 4);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
+    }
+  }
+
   // A str node: fetched from the memo, or written and memoised. The usual short one at protocol 4+
   // is opcode, length, text and MEMOIZE in one write.
   void save_str(std::string_view utf8, const Node* n) {
@@ -451,7 +473,7 @@ class Pickler {
       char* p = out_.begin_run(3 + utf8.size());
       p[0] = static_cast<char>(op::SHORT_BINUNICODE);
       p[1] = static_cast<char>(utf8.size());
-      std::memcpy(p + 2, utf8.data(), utf8.size());
+      copy_short(p + 2, utf8.data(), utf8.size());
       p[2 + utf8.size()] = static_cast<char>(op::MEMOIZE);
       out_.end_run(p + 3 + utf8.size());
       ++memo_size_;

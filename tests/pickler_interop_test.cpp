@@ -129,6 +129,16 @@ std::vector<Case> builtin_cases() {
                                     b.str(std::string(256, 'y')), b.str(std::string(70000, 'z')), b.str("\xf0\x9f\x98\x80"),
                                     b.str(std::string(65536, 'w'))});
                    }});
+  // Every short str length (a str of up to 16 bytes is copied with overlapping 4- and 8-byte moves).
+  cases.push_back({"str_lengths",
+                   "obj = ['abcdefghijklmnopqrstuvwxyz0123456789ABCD'[:n] for n in range(41)]",
+                   [] {
+                     Builder b;
+                     const std::string text = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+                     std::vector<Value> v;
+                     for (std::size_t n = 0; n <= 40; ++n) v.push_back(b.str(text.substr(0, n)));
+                     return b.list(v);
+                   }});
   cases.push_back({"bytes",
                    "obj = [b'', b'\\x00\\xff\\x80' * 3, b'a' * 256, b'b' * 70000, bytearray(), bytearray(b'abc\\xfe'),\n"
                    "       bytearray(b'q' * 70000)]",
