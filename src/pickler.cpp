@@ -304,7 +304,7 @@ class Pickler {
       out_.opcode_boundary();
       const std::size_t last = index + std::min(kRun, end - index);
       char* p = out_.begin_run(kMaxScalarBytes * (last - index));
-      const char* const full = out_.frame_full_at();
+      const char* const full = out_.boundary_at();
       do {
         p = write_scalar(p, items[index]);
         ++index;
@@ -1015,6 +1015,13 @@ Buffer dump(const Value& value, const PicklerOptions& options) {
   PickleOutput out;
   Pickler(options, out).dump(value);
   return out.take();
+}
+
+void dump_to(const Value& value, const StreamSink& sink, const PicklerOptions& options) {
+  PickleOutput out;
+  out.set_sink(&sink);
+  Pickler(options, out).dump(value);
+  out.finish();
 }
 
 Message dump_message(const Value& value, std::size_t inband_threshold, CopyLedger* ledger) {

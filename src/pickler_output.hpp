@@ -17,6 +17,7 @@
 #include "huge_pages.hpp"
 #include "opcodes.hpp"
 #include "picklewire/buffer.hpp"
+#include "picklewire/pickler.hpp"
 
 namespace picklewire::detail {
 
@@ -41,6 +42,17 @@ class PickleOutput {
   void set_framing(bool on) noexcept {
     framing_ = on;
     update_frame_state();
+  }
+
+  // With a sink, the stream goes out in pieces of about kPieceSize bytes as they are final (at a
+  // committed frame, or at an opcode boundary without framing) and the buffer is reused.
+  void set_sink(const StreamSink* sink) noexcept {
+    sink_ = sink;
+    update_frame_state();
+  }
+  // Hands what is left to the sink (after the last commit_frame()).
+  void finish() {
+    if (sink_) flush();
   }
 
   void put(std::uint8_t byte) {
@@ -76,6 +88,14 @@ class PickleOutput {
       commit_frame();
       framing_ = false;
       update_frame_state();
+      if (sink_) {  // the payload goes to the sink from where it is, never copied
+        write(header, header_size);
+        flush();
+        if (n) (*sink_)(data, n);
+        framing_ = framing;
+        update_frame_state();
+        return;
+      }
     }
     // One reservation for both parts: a large payload is copied exactly once.
     char* dst = reserve(header_size + n);
@@ -88,19 +108,22 @@ class PickleOutput {
 
   // A run of small writes with one capacity check (Pickler::save_scalar_run): begin_run makes room
   // for `max_bytes` (opening a frame if one is due, as any write would) and returns where to
-  // write; frame_full_at() is where the open frame reaches kFrameSizeTarget (a write position at
-  // or past it must first go through opcode_boundary(), which commits the frame); end_run(p) ends
-  // the run at p.
+  // write; boundary_at() is where the next opcode boundary has work (the open frame reaches
+  // kFrameSizeTarget, or a piece is ready for the sink): a write position at or past it must first
+  // go through opcode_boundary(); end_run(p) ends the run at p.
   char* begin_run(std::size_t max_bytes) { return reserve(max_bytes); }
-  const char* frame_full_at() const noexcept {
-    if (frame_full_len_ == kNoFrame) return data_ + cap_ + 1;  // never reached: nothing to commit
-    return data_ + frame_full_len_;
+  const char* boundary_at() const noexcept {
+    if (boundary_len_ == kNever) return data_ + cap_ + 1;  // never reached: nothing to do
+    return data_ + boundary_len_;
   }
   void end_run(const char* p) noexcept { len_ = static_cast<std::size_t>(p - data_); }
 
   // Called at the start of every save(), like _Pickler_OpcodeBoundary.
   void opcode_boundary() {
-    if (len_ >= frame_full_len_) commit_frame();
+    if (len_ >= boundary_len_) [[unlikely]] {
+      if (framing_) commit_frame();
+      else flush();  // (only with a sink)
+    }
   }
 
   void commit_frame() {
@@ -118,6 +141,7 @@ class PickleOutput {
     }
     frame_open_ = false;
     update_frame_state();
+    if (sink_ && len_ >= kPieceSize) flush();
   }
 
   std::size_t size() const noexcept { return len_; }
@@ -162,12 +186,20 @@ class PickleOutput {
     return data_ + len_;
   }
 
-  // The two questions every write and every save() ask, answered when framing_ or frame_open_
-  // change rather than on each write: is a frame due to open, and at what length is the open one full.
-  static constexpr std::size_t kNoFrame = SIZE_MAX;
+  // The two questions every write and every save() ask, answered when the framing state changes
+  // rather than on each write: is a frame due to open, and at what length does the next opcode
+  // boundary have work (the open frame is full; without framing, a piece is ready for the sink).
+  static constexpr std::size_t kNever = SIZE_MAX;
   void update_frame_state() noexcept {
     frame_due_ = framing_ && !frame_open_;
-    frame_full_len_ = framing_ && frame_open_ ? frame_start_ + kFrameHeaderSize + kFrameSizeTarget : kNoFrame;
+    if (framing_) boundary_len_ = frame_open_ ? frame_start_ + kFrameHeaderSize + kFrameSizeTarget : kNever;
+    else boundary_len_ = sink_ ? kPieceSize : kNever;
+  }
+
+  // Everything written so far to the sink (no frame is open: all of it is final).
+  void flush() {
+    if (len_) (*sink_)(data_, len_);
+    len_ = 0;
   }
 
   void grow(std::size_t need) {
@@ -190,8 +222,12 @@ class PickleOutput {
   std::size_t frame_start_ = 0;
   bool frame_open_ = false;
   bool framing_ = false;
-  bool frame_due_ = false;                // framing_ && !frame_open_
-  std::size_t frame_full_len_ = kNoFrame;  // len_ at which the open frame is full; kNoFrame: none open
+  bool frame_due_ = false;              // framing_ && !frame_open_
+  std::size_t boundary_len_ = kNever;  // see update_frame_state
+  // A piece is a few frames: big enough that the sink is called rarely, small enough that the
+  // buffer stays in cache and never needs fresh pages.
+  static constexpr std::size_t kPieceSize = 256 * 1024;
+  const StreamSink* sink_ = nullptr;
 };
 
 // Node identity -> memo index, open addressing (the pickler's PyMemoTable). A value with
