@@ -165,10 +165,13 @@ class Pickler {
     while (!stack_.empty()) {
       Frame& top = stack_.back();
       switch (top.op) {
+        // (Each case reads the fields it needs, not a copy of the whole frame.)
         case Op::Save: {
-          Frame f = top;
+          const Slot s = top.slot;
+          const std::shared_ptr<Graph>* ctx = top.ctx;
+          const bool offer = top.offer;
           stack_.pop_back();
-          save(f.slot, f.ctx, f.offer);
+          save(s, ctx, offer);
           break;
         }
         case Op::Write: {
@@ -179,21 +182,23 @@ class Pickler {
         }
         case Op::Items: step_items(); break;
         case Op::TupleEnd: {
-          Frame f = top;
+          Node* n = top.slot.node;
+          const std::uint32_t len = top.count;
           stack_.pop_back();
-          tuple_end(f.slot.node, f.count);
+          tuple_end(n, len);
           break;
         }
         case Op::FrozenSetEnd: {
-          Frame f = top;
+          Node* n = top.slot.node;
           stack_.pop_back();
-          frozenset_end(f.slot.node);
+          frozenset_end(n);
           break;
         }
         case Op::ReduceEnd: {
-          Frame f = top;
+          Node* n = top.slot.node;
+          const std::shared_ptr<Graph>* ctx = top.ctx;
           stack_.pop_back();
-          reduce_end(f.slot.node, f.ctx);
+          reduce_end(n, ctx);
           break;
         }
         case Op::GlobalMemoPut: {
