@@ -66,9 +66,9 @@ struct Frame {
   std::size_t index = 0, size = 0;              // Items
 };
 
-// The walk's stack. Its first kInline frames live in the Pickler itself, uninitialised (a small
-// dump neither allocates nor clears anything for it, and a push is a store, not a vector's
-// reallocation check through an allocator); a deeper walk moves it to the heap.
+// The walk's stack. Room for its first kInline frames is in the Pickler itself, left
+// uninitialised (a small dump neither allocates nor clears anything for it up front), and a push
+// fills one frame in place; a deeper walk moves the stack to the heap.
 class FrameStack {
  public:
   FrameStack() = default;
