@@ -8,10 +8,11 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <new>
 #include <list>
 #include <memory>
-#include <memory_resource>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -65,6 +66,43 @@ struct Frame {
   std::size_t index = 0, size = 0;              // Items
 };
 
+// The walk's stack. Room for its first kInline frames is in the Pickler itself, left
+// uninitialised (a small dump neither allocates nor clears anything for it up front), and a push
+// fills one frame in place; a deeper walk moves the stack to the heap.
+class FrameStack {
+ public:
+  FrameStack() = default;
+  FrameStack(const FrameStack&) = delete;
+  FrameStack& operator=(const FrameStack&) = delete;
+
+  bool empty() const noexcept { return size_ == 0; }
+  Frame& back() noexcept { return data_[size_ - 1]; }
+  void pop_back() noexcept { --size_; }
+  // A new top frame, default-initialised in place for the caller to fill in. (It may move the
+  // other frames: references to them are stale after this.)
+  Frame& push() {
+    if (size_ == capacity_) grow();
+    return *new (&data_[size_++]) Frame();
+  }
+
+ private:
+  static_assert(std::is_trivially_copyable_v<Frame> && std::is_trivially_destructible_v<Frame>);
+  static constexpr std::size_t kInline = 32;
+
+  void grow() {
+    auto bigger = std::make_unique_for_overwrite<std::byte[]>(2 * capacity_ * sizeof(Frame));
+    std::memcpy(bigger.get(), data_, size_ * sizeof(Frame));
+    heap_ = std::move(bigger);
+    data_ = reinterpret_cast<Frame*>(heap_.get());
+    capacity_ *= 2;
+  }
+
+  alignas(Frame) std::byte inline_[kInline * sizeof(Frame)];
+  std::unique_ptr<std::byte[]> heap_;
+  Frame* data_ = reinterpret_cast<Frame*>(inline_);
+  std::size_t size_ = 0, capacity_ = kInline;
+};
+
 class Pickler {
  public:
   Pickler(const PicklerOptions& options, PickleOutput& out) : opt_(options), proto_(options.protocol), out_(out) {
@@ -87,55 +125,53 @@ class Pickler {
  private:
   // ------------------------------------------------------------------ stack
 
-  void push_save(const Slot& s, const std::shared_ptr<Graph>* ctx, bool offer = true) {
-    Frame f;
+  void push_save(Slot s, const std::shared_ptr<Graph>* ctx, bool offer = true) {  // (s by value: it may be in a frame)
+    Frame& f = stack_.push();
     f.op = Op::Save;
     f.slot = s;
     f.ctx = ctx;
     f.offer = offer;
-    stack_.push_back(f);
   }
   void push_write(std::uint8_t opcode) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = Op::Write;
     f.byte = opcode;
-    stack_.push_back(f);
   }
   void push_node_op(Op op, Node* n, const std::shared_ptr<Graph>* ctx, std::uint32_t count = 0) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = op;
     f.slot = node_slot(n);
     f.ctx = ctx;
     f.count = count;
-    stack_.push_back(f);
   }
   void push_items(Run run, const Slot* items, std::size_t n, const std::shared_ptr<Graph>* ctx) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = Op::Items;
     f.byte = static_cast<std::uint8_t>(run);
     f.items = items;
     f.size = n;
     f.ctx = ctx;
-    stack_.push_back(f);
   }
   void push_pairs(Run run, const std::pair<Slot, Slot>* pairs, std::size_t n, const std::shared_ptr<Graph>* ctx) {
-    Frame f;
+    Frame& f = stack_.push();
     f.op = Op::Items;
     f.byte = static_cast<std::uint8_t>(run);
     f.pairs = pairs;
     f.size = n;
     f.ctx = ctx;
-    stack_.push_back(f);
   }
 
   void run() {
     while (!stack_.empty()) {
       Frame& top = stack_.back();
       switch (top.op) {
+        // (Each case reads the fields it needs, not a copy of the whole frame.)
         case Op::Save: {
-          Frame f = top;
+          const Slot s = top.slot;
+          const std::shared_ptr<Graph>* ctx = top.ctx;
+          const bool offer = top.offer;
           stack_.pop_back();
-          save(f.slot, f.ctx, f.offer);
+          save(s, ctx, offer);
           break;
         }
         case Op::Write: {
@@ -146,27 +182,29 @@ class Pickler {
         }
         case Op::Items: step_items(); break;
         case Op::TupleEnd: {
-          Frame f = top;
+          Node* n = top.slot.node;
+          const std::uint32_t len = top.count;
           stack_.pop_back();
-          tuple_end(f.slot.node, f.count);
+          tuple_end(n, len);
           break;
         }
         case Op::FrozenSetEnd: {
-          Frame f = top;
+          Node* n = top.slot.node;
           stack_.pop_back();
-          frozenset_end(f.slot.node);
+          frozenset_end(n);
           break;
         }
         case Op::ReduceEnd: {
-          Frame f = top;
+          Node* n = top.slot.node;
+          const std::shared_ptr<Graph>* ctx = top.ctx;
           stack_.pop_back();
-          reduce_end(f.slot.node, f.ctx);
+          reduce_end(n, ctx);
           break;
         }
         case Op::GlobalMemoPut: {
           Node* n = top.slot.node;
           stack_.pop_back();
-          global_memo_[global_key(n->global())] = memo_put_new();
+          side().global_memo[global_key(n->global())] = memo_put_new();
           break;
         }
       }
@@ -271,7 +309,7 @@ class Pickler {
       out_.opcode_boundary();
       const std::size_t last = index + std::min(kRun, end - index);
       char* p = out_.begin_run(kMaxScalarBytes * (last - index));
-      const char* const full = out_.frame_full_at();
+      const char* const full = out_.boundary_at();
       do {
         p = write_scalar(p, items[index]);
         ++index;
@@ -292,19 +330,22 @@ class Pickler {
           store_le32(p + 1, u);  // (room for all 4; only `width` of them count)
           return p + 1 + width;
         }
-        unsigned char le[8];
-        for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff);
-        const std::size_t n = minimal_length(le, 8);
+        // LONG1 of the fewest two's-complement bytes that hold v (5..8 here): its magnitude's bits
+        // plus the sign bit, rounded up to bytes.
+        const auto u = static_cast<std::uint64_t>(v);
+        const int bits = 65 - std::countl_zero(v < 0 ? ~u : u);
+        const int n = (bits + 7) / 8;
         p[0] = static_cast<char>(op::LONG1);
         p[1] = static_cast<char>(n);
-        std::memcpy(p + 2, le, 8);
+        store_le64(p + 2, u);  // (room for all 8; only n of them count)
         return p + 2 + n;
       }
-      case Kind::Float: {
+      case Kind::Float: {  // BINFLOAT: the IEEE 754 bits, big-endian
         std::uint64_t bits;
         std::memcpy(&bits, &s.f, 8);
+        if constexpr (std::endian::native == std::endian::little) bits = __builtin_bswap64(bits);
         p[0] = static_cast<char>(op::BINFLOAT);
-        for (int i = 0; i < 8; ++i) p[1 + i] = static_cast<char>((bits >> (56 - 8 * i)) & 0xff);
+        std::memcpy(p + 1, &bits, 8);
         return p + 9;
       }
       case Kind::Bool: *p = static_cast<char>(s.b ? op::NEWTRUE : op::NEWFALSE); return p + 1;
@@ -318,6 +359,13 @@ class Pickler {
       for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((u >> (8 * i)) & 0xff);
     }
   }
+  static void store_le64(char* p, std::uint64_t u) {
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(p, &u, 8);
+    } else {
+      for (int i = 0; i < 8; ++i) p[i] = static_cast<char>((u >> (8 * i)) & 0xff);
+    }
+  }
 
   // ------------------------------------------------------------------ memo
 
@@ -329,6 +377,15 @@ class Pickler {
     return idx;
   }
   void memo_put(const Node* n) { memo_.set(n, memo_put_new()); }
+  // For a node memoised as soon as it is written (str, list, dict): one memo probe that either
+  // finds its index and writes BINGET (true), or gives it the next index (false); the caller then
+  // writes it and memo_put_new().
+  bool fetch_or_claim(const Node* n) {
+    const std::uint32_t idx = memo_.get_or_set(n, memo_size_);
+    if (idx == MemoTable::kAbsent) return false;
+    memo_get(idx);
+    return true;
+  }
   void memo_get(std::uint32_t idx) {
     if (idx < 256) out_.put_with_le(op::BINGET, idx, 1);
     else out_.put_with_le(op::LONG_BINGET, idx, 4);
@@ -390,6 +447,46 @@ class Pickler {
   }
 
   // ------------------------------------------------------------------ str / bytes / bytearray
+
+  // memcpy for the few bytes most strs hold (dict keys, names): two overlapping loads and stores
+  // instead of a call into libc, which costs more than the copy itself at these sizes.
+  static void copy_short(char* dst, const char* src, std::size_t n) {
+    if (n > 16) {
+      std::memcpy(dst, src, n);
+    } else if (n >= 8) {
+      std::uint64_t head, tail;
+      std::memcpy(&head, src, 8);
+      std::memcpy(&tail, src + n - 8, 8);
+      std::memcpy(dst, &head, 8);
+      std::memcpy(dst + n - 8, &tail, 8);
+    } else if (n >= 4) {
+      std::uint32_t head, tail;
+      std::memcpy(&head, src, 4);
+      std::memcpy(&tail, src + n - 4, 4);
+      std::memcpy(dst, &head, 4);
+      std::memcpy(dst + n - 4, &tail, 4);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
+    }
+  }
+
+  // A str node: fetched from the memo, or written and memoised. The usual short one at protocol 4+
+  // is opcode, length, text and MEMOIZE in one write.
+  void save_str(std::string_view utf8, const Node* n) {
+    if (fetch_or_claim(n)) return;
+    if (utf8.size() <= 0xff && proto_ >= 4) {
+      char* p = out_.begin_run(3 + utf8.size());
+      p[0] = static_cast<char>(op::SHORT_BINUNICODE);
+      p[1] = static_cast<char>(utf8.size());
+      copy_short(p + 2, utf8.data(), utf8.size());
+      p[2 + utf8.size()] = static_cast<char>(op::MEMOIZE);
+      out_.end_run(p + 3 + utf8.size());
+      ++memo_size_;
+      return;
+    }
+    write_unicode(utf8);
+    memo_put_new();
+  }
 
   void write_unicode(std::string_view utf8) {
     if (utf8.size() <= 0xff && proto_ >= 4) {  // the usual str: opcode, length and text in one write
@@ -528,25 +625,26 @@ class Pickler {
   // A global is memoised by its name: in Python the same name is the same object.
   void save_global(Node* n, const std::shared_ptr<Graph>* ctx) {
     const GlobalName& g = n->global();
+    SideTables& side_tables = side();
     std::string key = global_key(g);
-    if (auto it = global_memo_.find(key); it != global_memo_.end()) {
+    if (auto it = side_tables.global_memo.find(key); it != side_tables.global_memo.end()) {
       memo_get(it->second);
       return;
     }
     if (proto_ >= 4) {
       // save(module_name): the module's name is one str object in Python, shared by its globals.
       out_.opcode_boundary();
-      if (auto it = module_memo_.find(std::string(g.module)); it != module_memo_.end()) {
+      if (auto it = side_tables.module_memo.find(std::string(g.module)); it != side_tables.module_memo.end()) {
         memo_get(it->second);
       } else {
         write_unicode(g.module);
-        module_memo_.emplace(std::string(g.module), memo_put_new());
+        side_tables.module_memo.emplace(std::string(g.module), memo_put_new());
       }
       out_.opcode_boundary();  // save(qualname): a fresh str
       write_unicode(g.name);
       memo_put_new();
       out_.put(op::STACK_GLOBAL);
-      global_memo_.emplace(std::move(key), memo_put_new());
+      side_tables.global_memo.emplace(std::move(key), memo_put_new());
       return;
     }
     if (std::size_t dot = g.name.rfind('.'); dot != std::string_view::npos) {
@@ -597,7 +695,7 @@ class Pickler {
     out_.put('\n');
     out_.write(name);
     out_.put('\n');
-    global_memo_.emplace(std::move(key), memo_put_new());
+    side_tables.global_memo.emplace(std::move(key), memo_put_new());
   }
 
   // ------------------------------------------------------------------ objects
@@ -695,7 +793,10 @@ class Pickler {
       BufferPlacement where = BufferPlacement::in_band;
       if (opt_.buffer_callback) {
         BufferInfo info;
-        if (auto it = array_data_item_size_.find(n); it != array_data_item_size_.end()) info.item_size = it->second;
+        if (side_) {
+          const auto& sizes = side_->array_data_item_size;
+          if (auto it = sizes.find(n); it != sizes.end()) info.item_size = it->second;
+        }
         where = opt_.buffer_callback(b, info);
       }
       if (where == BufferPlacement::out_of_band) {  // not memoised, as in CPython
@@ -718,37 +819,45 @@ class Pickler {
 
   // ------------------------------------------------------------------ save()
 
+  // The common kinds (inline scalars, strs) are written here; the rest in save_node, kept out of
+  // line so that this stays a small function (most calls are for scalars and strs).
   void save(const Slot& s, const std::shared_ptr<Graph>* ctx, bool offer) {
     out_.opcode_boundary();
-    if (offer && ctx && opt_.persistent_id && !is_synthetic(s)) {
-      std::optional<Value> pid = opt_.persistent_id(Value(s, *ctx));
-      if (pid) {
-        pids_.push_back(std::move(*pid));
-        push_write(op::BINPERSID);
-        push_save(pids_.back().slot(), &pids_.back().graph(), /*offer=*/false);
-        return;
-      }
-    }
+    if (offer && ctx && opt_.persistent_id && !is_synthetic(s) && save_persistent_id(s, ctx)) return;
     if (s.is_inline) {
       save_scalar(s);
       return;
     }
-    if (s.node->kind == Kind::Int) {
-      save_big_int(s.node);
+    if (s.node->kind == Kind::Str) {
+      save_str(s.node->text().data, s.node);
       return;
     }
-    Node* n = s.node;
-    if (n->kind != Kind::Global) {
+    save_node(s.node, ctx);
+  }
+
+  // persistent_id(value): when it gives an id, BINPERSID is written for it (true).
+  [[gnu::noinline]] bool save_persistent_id(const Slot& s, const std::shared_ptr<Graph>* ctx) {
+    std::optional<Value> pid = opt_.persistent_id(Value(s, *ctx));
+    if (!pid) return false;
+    std::list<Value>& pids = side().pids;
+    pids.push_back(std::move(*pid));
+    push_write(op::BINPERSID);
+    push_save(pids.back().slot(), &pids.back().graph(), /*offer=*/false);
+    return true;
+  }
+
+  [[gnu::noinline]] void save_node(Node* n, const std::shared_ptr<Graph>* ctx) {
+    if (n->kind == Kind::Int) {
+      save_big_int(n);
+      return;
+    }
+    if (n->kind != Kind::Global && n->kind != Kind::List && n->kind != Kind::Dict) {
       if (std::uint32_t idx = memo_index(n); idx != MemoTable::kAbsent) {
         memo_get(idx);
         return;
       }
     }
     switch (n->kind) {
-      case Kind::Str:
-        write_unicode(n->text().data);
-        memo_put(n);
-        return;
       case Kind::Bytes: {
         std::string_view d = n->text().data;
         if (proto_ >= 3) save_bytes_data(n, d.data(), d.size());
@@ -782,8 +891,9 @@ class Pickler {
         return;
       }
       case Kind::List: {
+        if (fetch_or_claim(n)) return;
         out_.put(op::EMPTY_LIST);
-        memo_put(n);
+        memo_put_new();
         const Items& items = n->items();
         if (items.size() == 1) {
           push_write(op::APPEND);
@@ -794,8 +904,9 @@ class Pickler {
         return;
       }
       case Kind::Dict: {
+        if (fetch_or_claim(n)) return;
         out_.put(op::EMPTY_DICT);
-        memo_put(n);
+        memo_put_new();
         const Entries& e = n->entries();
         if (e.size() == 1) {
           Slot k = e[0].first, v = e[0].second;
@@ -832,11 +943,12 @@ class Pickler {
       case Kind::NDArray: {
         // numpy's own reduction of the array, built once per array node so a shared array is
         // written once and fetched from the memo after that. Not offered to persistent_id.
-        auto [it, fresh] = lowered_.try_emplace(n);
+        SideTables& side_tables = side();
+        auto [it, fresh] = side_tables.lowered.try_emplace(n);
         if (fresh) {
           const Node* data = nullptr;
           it->second = numpy::lower_ndarray(scratch(), n->array(), proto_, opt_.ledger, &data);
-          if (data) array_data_item_size_.emplace(data, n->array().dtype.itemsize);
+          if (data) side_tables.array_data_item_size.emplace(data, n->array().dtype.itemsize);
         }
         push_save(it->second, nullptr, false);
         return;
@@ -850,8 +962,9 @@ class Pickler {
   // Nodes that stand for objects CPython creates while reducing a builtin (the reduce tuples,
   // `_codecs.encode`, 'latin1', ...). They live in a scratch graph for the duration of the dump.
   Graph& scratch() {
-    if (!scratch_) scratch_ = std::make_shared<Graph>();
-    return *scratch_;
+    SideTables& side_tables = side();
+    if (!side_tables.scratch) side_tables.scratch = std::make_shared<Graph>();
+    return *side_tables.scratch;
   }
   Slot synth_global(std::string_view module, std::string_view name) {
     Node* g = scratch().new_node(Kind::Global);
@@ -861,38 +974,44 @@ class Pickler {
   }
   // 'latin1': one interned str in CPython, so one node here (written once, then fetched).
   Slot latin1() {
-    if (!latin1_) {
-      latin1_ = scratch().new_node(Kind::Str);
-      latin1_->text().data = "latin1";
-      mark_synthetic(latin1_);
+    Node*& latin1 = side().latin1;
+    if (!latin1) {
+      latin1 = scratch().new_node(Kind::Str);
+      latin1->text().data = "latin1";
+      mark_synthetic(latin1);
     }
-    return node_slot(latin1_);
+    return node_slot(latin1);
   }
   void mark_synthetic(const Node* n) {
-    if (opt_.persistent_id) synthetic_.insert(n);
+    if (opt_.persistent_id) side().synthetic.insert(n);
   }
   bool is_synthetic(const Slot& s) const {
-    return !s.is_inline && !synthetic_.empty() && synthetic_.count(s.node) != 0;
+    return !s.is_inline && side_ && !side_->synthetic.empty() && side_->synthetic.count(s.node) != 0;
   }
 
   const PicklerOptions& opt_;
   const int proto_;
   PickleOutput& out_;
-  // The frame stack starts in the Pickler itself (a small dump allocates nothing for it) and
-  // grows on the heap.
-  alignas(Frame) std::byte stack_storage_[32 * sizeof(Frame)];
-  std::pmr::monotonic_buffer_resource stack_memory_{stack_storage_, sizeof stack_storage_};
-  std::pmr::vector<Frame> stack_{&stack_memory_};
+  FrameStack stack_;
   MemoTable memo_;
   std::uint32_t memo_size_ = 0;
-  std::unordered_map<std::string, std::uint32_t> global_memo_;  // "module\0qualname" -> memo index
-  std::unordered_map<std::string, std::uint32_t> module_memo_;  // STACK_GLOBAL module names
-  std::unordered_map<const Node*, Slot> lowered_;               // NDArray -> numpy's reduction
-  std::unordered_map<const Node*, std::uint32_t> array_data_item_size_;  // its data PickleBuffer -> dtype item size
-  std::unordered_set<const Node*> synthetic_;                   // only kept when persistent_id is set
-  std::list<Value> pids_;  // persistent ids being written (stable addresses; nothing allocated when empty)
-  std::shared_ptr<Graph> scratch_;
-  Node* latin1_ = nullptr;
+  // What only some dumps need (globals, numpy arrays, persistent ids, builtins' reductions): made
+  // on first use, so a dump of plain containers and scalars neither builds nor destroys it.
+  struct SideTables {
+    std::unordered_map<std::string, std::uint32_t> global_memo;  // "module\0qualname" -> memo index
+    std::unordered_map<std::string, std::uint32_t> module_memo;  // STACK_GLOBAL module names
+    std::unordered_map<const Node*, Slot> lowered;               // NDArray -> numpy's reduction
+    std::unordered_map<const Node*, std::uint32_t> array_data_item_size;  // its data PickleBuffer -> dtype item size
+    std::unordered_set<const Node*> synthetic;                   // only kept when persistent_id is set
+    std::list<Value> pids;  // persistent ids being written (stable addresses)
+    std::shared_ptr<Graph> scratch;
+    Node* latin1 = nullptr;
+  };
+  SideTables& side() {
+    if (!side_) side_ = std::make_unique<SideTables>();
+    return *side_;
+  }
+  std::unique_ptr<SideTables> side_;
 };
 
 }  // namespace
@@ -901,6 +1020,13 @@ Buffer dump(const Value& value, const PicklerOptions& options) {
   PickleOutput out;
   Pickler(options, out).dump(value);
   return out.take();
+}
+
+void dump_to(const Value& value, const StreamSink& sink, const PicklerOptions& options) {
+  PickleOutput out;
+  out.set_sink(&sink);
+  Pickler(options, out).dump(value);
+  out.finish();
 }
 
 Message dump_message(const Value& value, std::size_t inband_threshold, CopyLedger* ledger) {

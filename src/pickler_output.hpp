@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <memory>
 #include <new>
 #include <utility>
 #include <string_view>
@@ -16,6 +17,7 @@
 #include "huge_pages.hpp"
 #include "opcodes.hpp"
 #include "picklewire/buffer.hpp"
+#include "picklewire/pickler.hpp"
 
 namespace picklewire::detail {
 
@@ -33,9 +35,25 @@ class PickleOutput {
   PickleOutput() = default;
   PickleOutput(const PickleOutput&) = delete;
   PickleOutput& operator=(const PickleOutput&) = delete;
-  ~PickleOutput() { std::free(data_); }
+  ~PickleOutput() {
+    if (data_ != inline_) std::free(data_);
+  }
 
-  void set_framing(bool on) noexcept { framing_ = on; }
+  void set_framing(bool on) noexcept {
+    framing_ = on;
+    update_frame_state();
+  }
+
+  // With a sink, the stream goes out in pieces of about kPieceSize bytes as they are final (at a
+  // committed frame, or at an opcode boundary without framing) and the buffer is reused.
+  void set_sink(const StreamSink* sink) noexcept {
+    sink_ = sink;
+    update_frame_state();
+  }
+  // Hands what is left to the sink (after the last commit_frame()).
+  void finish() {
+    if (sink_) flush();
+  }
 
   void put(std::uint8_t byte) {
     *reserve(1) = static_cast<char>(byte);
@@ -69,6 +87,15 @@ class PickleOutput {
     if (bypass) {
       commit_frame();
       framing_ = false;
+      update_frame_state();
+      if (sink_) {  // the payload goes to the sink from where it is, never copied
+        write(header, header_size);
+        flush();
+        if (n) (*sink_)(data, n);
+        framing_ = framing;
+        update_frame_state();
+        return;
+      }
     }
     // One reservation for both parts: a large payload is copied exactly once.
     char* dst = reserve(header_size + n);
@@ -76,23 +103,27 @@ class PickleOutput {
     if (n) std::memcpy(dst + header_size, data, n);
     len_ += header_size + n;
     framing_ = framing;
+    update_frame_state();
   }
 
   // A run of small writes with one capacity check (Pickler::save_scalar_run): begin_run makes room
   // for `max_bytes` (opening a frame if one is due, as any write would) and returns where to
-  // write; frame_full_at() is where the open frame reaches kFrameSizeTarget (a write position at
-  // or past it must first go through opcode_boundary(), which commits the frame); end_run(p) ends
-  // the run at p.
+  // write; boundary_at() is where the next opcode boundary has work (the open frame reaches
+  // kFrameSizeTarget, or a piece is ready for the sink): a write position at or past it must first
+  // go through opcode_boundary(); end_run(p) ends the run at p.
   char* begin_run(std::size_t max_bytes) { return reserve(max_bytes); }
-  const char* frame_full_at() const noexcept {
-    if (!framing_ || !frame_open_) return data_ + cap_ + 1;  // never reached: nothing to commit
-    return data_ + frame_start_ + kFrameHeaderSize + kFrameSizeTarget;
+  const char* boundary_at() const noexcept {
+    if (boundary_len_ == kNever) return data_ + cap_ + 1;  // never reached: nothing to do
+    return data_ + boundary_len_;
   }
   void end_run(const char* p) noexcept { len_ = static_cast<std::size_t>(p - data_); }
 
   // Called at the start of every save(), like _Pickler_OpcodeBoundary.
   void opcode_boundary() {
-    if (framing_ && frame_open_ && len_ - frame_start_ - kFrameHeaderSize >= kFrameSizeTarget) commit_frame();
+    if (len_ >= boundary_len_) [[unlikely]] {
+      if (framing_) commit_frame();
+      else flush();  // (only with a sink)
+    }
   }
 
   void commit_frame() {
@@ -101,59 +132,102 @@ class PickleOutput {
     char* q = data_ + frame_start_;
     if (frame_len >= kFrameSizeMin) {
       q[0] = static_cast<char>(op::FRAME);
-      for (int i = 0; i < 8; ++i) q[1 + i] = static_cast<char>((static_cast<std::uint64_t>(frame_len) >> (8 * i)) & 0xff);
+      auto le = static_cast<std::uint64_t>(frame_len);
+      if constexpr (std::endian::native == std::endian::big) le = __builtin_bswap64(le);
+      std::memcpy(q + 1, &le, 8);
     } else {
       std::memmove(q, q + kFrameHeaderSize, frame_len);
       len_ -= kFrameHeaderSize;
     }
     frame_open_ = false;
+    update_frame_state();
+    if (sink_ && len_ >= kPieceSize) flush();
   }
 
   std::size_t size() const noexcept { return len_; }
 
-  // Hands the bytes over without copying them.
+  // Hands the bytes over: a heap buffer without copying it; bytes still in the inline buffer are
+  // copied into one block that holds them and the Buffer's owner together (one allocation).
   Buffer take() {
     Buffer b;
-    if (!data_) {
-      b = Buffer::allocate(0);
+    if (data_ == inline_) {
+      std::shared_ptr<std::byte[]> block = std::make_shared_for_overwrite<std::byte[]>(std::max<std::size_t>(len_, 1));
+      std::byte* bytes = block.get();
+      std::memcpy(bytes, inline_, len_);
+      b = Buffer::take(std::shared_ptr<void>(std::move(block), bytes), bytes, len_, /*readonly=*/false);
     } else {
       b = Buffer::with_free_function(data_, len_, /*readonly=*/false, [](void* p, void*) { std::free(p); });
     }
-    data_ = nullptr;
-    len_ = cap_ = 0;
+    data_ = inline_;
+    len_ = 0;
+    cap_ = kInlineBytes;
     frame_open_ = false;
+    update_frame_state();
     return b;
   }
 
  private:
-  // Room for n more bytes at data_ + len_ (after opening a frame if one is due).
+  // Room for n more bytes at data_ + len_ (after opening a frame if one is due). Every write
+  // comes through here: the usual case is one test inline, the rest out of line.
   char* reserve(std::size_t n) {
-    const bool new_frame = framing_ && !frame_open_;
-    const std::size_t need = len_ + n + (new_frame ? kFrameHeaderSize : 0);
+    if (frame_due_ || n > cap_ - len_) [[unlikely]]
+      return reserve_slow(n);
+    return data_ + len_;
+  }
+  [[gnu::noinline]] char* reserve_slow(std::size_t n) {
+    const std::size_t need = len_ + n + (frame_due_ ? kFrameHeaderSize : 0);
     if (need > cap_) grow(need);
-    if (new_frame) {
+    if (frame_due_) {
       frame_start_ = len_;
       frame_open_ = true;
       len_ += kFrameHeaderSize;  // filled in by commit_frame
+      update_frame_state();
     }
     return data_ + len_;
   }
 
+  // The two questions every write and every save() ask, answered when the framing state changes
+  // rather than on each write: is a frame due to open, and at what length does the next opcode
+  // boundary have work (the open frame is full; without framing, a piece is ready for the sink).
+  static constexpr std::size_t kNever = SIZE_MAX;
+  void update_frame_state() noexcept {
+    frame_due_ = framing_ && !frame_open_;
+    if (framing_) boundary_len_ = frame_open_ ? frame_start_ + kFrameHeaderSize + kFrameSizeTarget : kNever;
+    else boundary_len_ = sink_ ? kPieceSize : kNever;
+  }
+
+  // Everything written so far to the sink (no frame is open: all of it is final).
+  void flush() {
+    if (len_) (*sink_)(data_, len_);
+    len_ = 0;
+  }
+
   void grow(std::size_t need) {
-    std::size_t cap = cap_ ? cap_ : 256;
+    std::size_t cap = cap_;
     while (cap < need) cap = cap > (SIZE_MAX / 2) ? need : cap * 2;
-    void* p = std::realloc(data_, cap);
+    void* p = data_ == inline_ ? std::malloc(cap) : std::realloc(data_, cap);
     if (!p) throw std::bad_alloc();
+    if (data_ == inline_) std::memcpy(p, inline_, len_);
     data_ = static_cast<char*>(p);
     advise_huge_pages(data_ + len_, cap - len_);  // the part not written yet
     cap_ = cap;
   }
 
-  char* data_ = nullptr;
-  std::size_t len_ = 0, cap_ = 0;
+  // A dump starts writing here, inside the PickleOutput (on the caller's stack): a small dump
+  // allocates only the Buffer take() returns; a bigger one moves to the heap and grows there.
+  static constexpr std::size_t kInlineBytes = 512;
+  char inline_[kInlineBytes];
+  char* data_ = inline_;
+  std::size_t len_ = 0, cap_ = kInlineBytes;
   std::size_t frame_start_ = 0;
   bool frame_open_ = false;
   bool framing_ = false;
+  bool frame_due_ = false;              // framing_ && !frame_open_
+  std::size_t boundary_len_ = kNever;  // see update_frame_state
+  // A piece is a few frames: big enough that the sink is called rarely, small enough that the
+  // buffer stays in cache and never needs fresh pages.
+  static constexpr std::size_t kPieceSize = 256 * 1024;
+  const StreamSink* sink_ = nullptr;
 };
 
 // Node identity -> memo index, open addressing (the pickler's PyMemoTable). A value with
@@ -187,6 +261,7 @@ class MemoTable {
     generation_ = cache.generation;
     if (capacity_ < 64) rehash(64);
     mask_ = capacity_ - 1;
+    full_at_ = full_at(capacity_);
   }
   ~MemoTable() {
     Cache& cache = t_cache;
@@ -217,8 +292,28 @@ class MemoTable {
     }
   }
 
+  // get() and, when key has no real index (absent, or only in progress), set(key, value), in one
+  // probe: for a node memoised right after it is looked up. Returns the index found, or kAbsent
+  // when key was given `value`.
+  std::uint32_t get_or_set(const void* key, std::uint32_t value) {
+    if (used_ >= full_at_) rehash(capacity_ * 2);
+    for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
+      Entry& e = entries_[i];
+      if (e.epoch != epoch_) {
+        e = {key, value, epoch_};
+        ++used_;
+        return kAbsent;
+      }
+      if (e.key == key) {
+        if (!(e.value & kInProgress)) return e.value;
+        e.value = value;
+        return kAbsent;
+      }
+    }
+  }
+
   void set(const void* key, std::uint32_t value) {
-    if ((used_ + 1) * 3 >= capacity_ * 2) rehash(capacity_ * 2);
+    if (used_ >= full_at_) rehash(capacity_ * 2);
     for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
       Entry& e = entries_[i];
       if (e.epoch != epoch_) {
@@ -277,10 +372,15 @@ class MemoTable {
     return static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(key) >> 3) & mask_;
   }
 
+  // The number of entries at which an insertion first grows the table (two thirds full, as
+  // PyMemoTable: (used + 1) * 3 >= capacity * 2), kept so that insertions compare, not multiply.
+  static std::size_t full_at(std::size_t capacity) noexcept { return (2 * capacity + 2) / 3 - 1; }
+
   void rehash(std::size_t capacity) {
     Entry* old = std::exchange(entries_, allocate(capacity));
     const std::size_t old_capacity = std::exchange(capacity_, capacity);
     mask_ = capacity - 1;
+    full_at_ = full_at(capacity);
     used_ = 0;
     for (std::size_t i = 0; i < old_capacity; ++i)
       if (old[i].epoch == epoch_) set(old[i].key, old[i].value);
@@ -290,6 +390,7 @@ class MemoTable {
   Entry* entries_ = nullptr;
   std::size_t capacity_ = 0;
   std::size_t used_ = 0, mask_ = 0;
+  std::size_t full_at_ = 0;  // full_at(capacity_)
   std::uint32_t epoch_ = 0;
   std::uint32_t generation_ = 0;
 };

@@ -104,6 +104,21 @@ std::vector<Case> builtin_cases() {
                        v.push_back(d);
                      return b.list(v);
                    }});
+  // Every int64 around a byte-width boundary (LONG1 of 5..8 bytes is sized from the bit count).
+  cases.push_back({"int64_widths",
+                   "obj = [s * (2**k + d) for k in range(31, 63) for d in (-1, 0, 1) for s in (1, -1)]\n"
+                   "obj += [2**63 - 1, -2**63, -2**63 + 1]",
+                   [] {
+                     Builder b;
+                     std::vector<Value> v;
+                     for (int k = 31; k < 63; ++k)
+                       for (long long d : {-1LL, 0LL, 1LL})
+                         for (long long sign : {1LL, -1LL}) v.push_back(sign * ((1LL << k) + d));
+                     for (long long x : {std::numeric_limits<long long>::max(), std::numeric_limits<long long>::min(),
+                                         std::numeric_limits<long long>::min() + 1})
+                       v.push_back(x);
+                     return b.list(v);
+                   }});
   cases.push_back({"strings",
                    "obj = ['', 'a', 'h\\u00e9llo', '\\u20ac' * 100, 'x' * 255, 'y' * 256, 'z' * 70000, '\\U0001F600', 'w' * 65536]",
                    [] {
@@ -113,6 +128,16 @@ std::vector<Case> builtin_cases() {
                      return b.list({b.str(""), b.str("a"), b.str("h\xc3\xa9llo"), b.str(euro), b.str(std::string(255, 'x')),
                                     b.str(std::string(256, 'y')), b.str(std::string(70000, 'z')), b.str("\xf0\x9f\x98\x80"),
                                     b.str(std::string(65536, 'w'))});
+                   }});
+  // Every short str length (a str of up to 16 bytes is copied with overlapping 4- and 8-byte moves).
+  cases.push_back({"str_lengths",
+                   "obj = ['abcdefghijklmnopqrstuvwxyz0123456789ABCD'[:n] for n in range(41)]",
+                   [] {
+                     Builder b;
+                     const std::string text = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+                     std::vector<Value> v;
+                     for (std::size_t n = 0; n <= 40; ++n) v.push_back(b.str(text.substr(0, n)));
+                     return b.list(v);
                    }});
   cases.push_back({"bytes",
                    "obj = [b'', b'\\x00\\xff\\x80' * 3, b'a' * 256, b'b' * 70000, bytearray(), bytearray(b'abc\\xfe'),\n"
@@ -154,6 +179,20 @@ std::vector<Case> builtin_cases() {
                      Builder b;
                      Value x = b.list({1}), s = b.str("shared"), t = b.tuple({x, s}), bb = b.bytes("bbbb"), ba = b.bytearray("ba");
                      return b.list({x, x, b.tuple({x}), s, s, t, t, bb, ba, bb, ba});
+                   }});
+  // Shared strs (short, long, past memo index 255) and dicts, fetched with BINGET / LONG_BINGET.
+  cases.push_back({"sharing_strs_and_dicts",
+                   "d = {'k': 1}\ns = 'short'\nlong_s = 'L' * 300\nmany = ['m%d' % i for i in range(300)]\n"
+                   "obj = [d, d, s, long_s, long_s, s] + many + [many[299], many[0], d, long_s]",
+                   [] {
+                     Builder b;
+                     Value d = b.dict({{b.str("k"), 1}}), s = b.str("short"), long_s = b.str(std::string(300, 'L'));
+                     std::vector<Value> many;
+                     for (int i = 0; i < 300; ++i) many.push_back(b.str("m" + std::to_string(i)));
+                     std::vector<Value> v{d, d, s, long_s, long_s, s};
+                     v.insert(v.end(), many.begin(), many.end());
+                     for (const Value& x : {many[299], many[0], d, long_s}) v.push_back(x);
+                     return b.list(v);
                    }});
   cases.push_back({"recursive_list", "obj = []\nobj.append(obj)\nobj.append([obj])", [] {
                      Builder b;
@@ -256,13 +295,26 @@ TEST(PicklerInterop, BytesEqualCPythonAtProtocols2To5) {
     for (int p = 2; p <= 5; ++p) {
       PicklerOptions o;
       o.protocol = p;
-      std::string ours(dump(v, o).chars());
       const std::string& theirs = expected[i * 4 + static_cast<std::size_t>(p - 2)];
-      if (ours != theirs) {
+      // dump() and dump_to() (the stream in pieces) write the same bytes.
+      std::string streamed;
+      std::size_t pieces = 0;
+      dump_to(
+          v,
+          [&](const void* data, std::size_t size) {
+            streamed.append(static_cast<const char*>(data), size);
+            ++pieces;
+          },
+          o);
+      if (theirs.size() > 1024 * 1024) {
+        EXPECT_GT(pieces, 1u) << cases[i].name << " protocol " << p;
+      }
+      for (const auto& [how, ours] : {std::pair{"dump", std::string(dump(v, o).chars())}, std::pair{"dump_to", streamed}}) {
+        if (ours == theirs) continue;
         std::size_t at = 0;
         while (at < ours.size() && at < theirs.size() && ours[at] == theirs[at]) ++at;
-        ADD_FAILURE() << cases[i].name << " protocol " << p << ": differs at byte " << at << " (ours " << ours.size()
-                      << " bytes, CPython " << theirs.size() << ")";
+        ADD_FAILURE() << cases[i].name << " protocol " << p << " (" << how << "): differs at byte " << at << " (ours "
+                      << ours.size() << " bytes, CPython " << theirs.size() << ")";
       }
     }
   }

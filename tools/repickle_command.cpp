@@ -56,10 +56,29 @@ void add_repickle_command(CLI::App& app) {
         return BufferPlacement::out_of_band;
       };
     }
-    Buffer result = dump(v, options);
+    // The stream goes to OUT in pieces as the pickler completes them: it is never held whole, so
+    // a large one costs no fresh memory (page faults) and no separate copy at the end. A failed
+    // dump leaves no partial OUT behind.
+    std::ofstream out(args->out, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error("cannot write " + args->out);
+    try {
+      dump_to(
+          v,
+          [&](const void* data, std::size_t size) {
+            if (!out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size)))
+              throw Error("cannot write " + args->out);
+          },
+          options);
+      out.close();
+      if (!out) throw Error("cannot write " + args->out);
+    } catch (...) {
+      out.close();
+      std::error_code ec;
+      std::filesystem::remove(args->out, ec);
+      throw;
+    }
     for (std::size_t i = 0; i < out_of_band.size(); ++i)
       write_whole_file(std::filesystem::path(args->oob_dir) / (std::to_string(i) + ".bin"), out_of_band[i].chars());
-    write_whole_file(args->out, result.chars());
   });
 }
 

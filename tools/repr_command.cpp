@@ -27,14 +27,17 @@ Buffer read_file_buffer(const std::string& path) {
   if (!in) throw Error("cannot read " + path);
   std::error_code ec;
   if (std::filesystem::is_regular_file(path, ec)) {
-    // Mapped, not read: the page cache's pages are used in place (MAP_POPULATE maps them in one
-    // call), instead of faulting in a fresh buffer and copying the file into it. Private, so a
-    // load may treat the bytes as its own.
+    // Mapped, not read: the page cache's pages are used in place, instead of faulting in a fresh
+    // buffer and copying the file into it. Private, so a load may treat the bytes as its own (a
+    // page it writes is copied then). Prefaulted for reading (MADV_POPULATE_READ maps them in one
+    // call): MAP_POPULATE on a writable private mapping would copy every page up front.
     if (int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC); fd >= 0) {
       struct stat st {};
       void* p = MAP_FAILED;
-      if (::fstat(fd, &st) == 0 && st.st_size > 0)
-        p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+      if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+        p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) (void)::madvise(p, static_cast<std::size_t>(st.st_size), MADV_POPULATE_READ);  // (else faulted in on reading)
+      }
       ::close(fd);
       if (p != MAP_FAILED) {
         auto size = static_cast<std::size_t>(st.st_size);

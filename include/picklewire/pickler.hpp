@@ -48,6 +48,15 @@ struct PicklerOptions {
 /// Writes `value` and returns the stream.
 Buffer dump(const Value& value, const PicklerOptions& options = {});
 
+/// Receives a stream in pieces, in order (dump_to).
+using StreamSink = std::function<void(const void* data, std::size_t size)>;
+
+/// Writes `value` as dump() does (the same bytes), handing the stream to `sink` in pieces as they
+/// are complete (whole frames, a few hundred KiB each; a large bytes/str payload straight from the
+/// value) instead of returning it: the stream is never in memory all at once. Exceptions from
+/// `sink` propagate; a failed dump may have passed part of the stream to it.
+void dump_to(const Value& value, const StreamSink& sink, const PicklerOptions& options = {});
+
 /// Protocol 5 with every buffer of at least `inband_threshold` bytes out-of-band, in order, in the
 /// returned Message (smaller ones are written in-band), with Message::item_sizes giving each
 /// out-of-band buffer's BufferInfo::item_size.

@@ -94,3 +94,19 @@ def test_malformed_input_is_an_unpickling_error(tmp_path, data):
     assert result.returncode == 1
     assert ERROR_LINE.match(result.stderr), result.stderr
     assert not dst.exists()
+
+
+class NewObjEx:
+    def __getnewargs_ex__(self):
+        return (), {"a": 1}
+
+
+def test_failed_dump_leaves_no_output(tmp_path):
+    # Loads (an object made with NEWOBJ_EX) but cannot be written at protocol 3: the output is
+    # written while the pickler runs, so a failure must remove what it had written.
+    src, dst = tmp_path / "in.pkl", tmp_path / "out.pkl"
+    src.write_bytes(pickle.dumps(NewObjEx(), protocol=4))
+    result = run_cli(["repickle", src, dst, "--protocol", "3"])
+    assert result.returncode == 1
+    assert "NEWOBJ_EX" in result.stderr, result.stderr
+    assert not dst.exists()
