@@ -37,15 +37,15 @@ FrameWriter::FrameWriter(const ZmqOptions& o)
   policy.item_size = o.item_size;
 }
 
-std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger) const {
+std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger) {
   const bool v2 = version == kVersion2;
-  Header header;
+  Header& header = header_;
   header.version = version;
   header.flags = accepts_lz4 ? kAcceptsLz4 : 0;
   header.stream_size = message.stream.size();
   const bool stream_inline = v2 && message.stream.size() <= inline_max_bytes;
   if (v2 && !stream_inline) header.flags |= kStreamOwnFrame;
-  header.buffers.resize(message.buffers.size());
+  header.buffers.assign(message.buffers.size(), BufferDescriptor{});
   const std::size_t first = frames.size();
   frames.emplace_back();  // frame 0, built once the descriptors are known
   auto payload_frame = [&](const Buffer& b) {
@@ -142,9 +142,10 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
 }
 
 Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, std::uint8_t* header_flags,
-                          std::uint8_t* version) const {
+                          std::uint8_t* version) {
   if (frames.empty()) invalid("empty multipart message");
-  Header header = decode(std::span<const std::byte>(static_cast<const std::byte*>(frames[0].data()), frames[0].size()));
+  Header& header = header_;
+  decode(std::span<const std::byte>(static_cast<const std::byte*>(frames[0].data()), frames[0].size()), header);
   if (header.flags & kControl) invalid("a control message where a message was expected");
   if (header_flags) *header_flags = header.flags & kAcceptsLz4;
   if (version) *version = header.version;

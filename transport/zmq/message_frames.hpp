@@ -13,6 +13,7 @@
 #include "picklewire/ledger.hpp"
 #include "picklewire/message.hpp"
 #include "zmq/lz4_codec.hpp"
+#include "zmq/wire_header.hpp"
 
 namespace picklewire::zmq_transport {
 
@@ -30,7 +31,10 @@ struct FrameWriter {
   // (the frame's free function drops a reference to the owner); borrowed buffers (Buffer::wrap,
   // no owner) are copied into ZeroMQ's memory (ledger: copied_borrowed_memory), because ZeroMQ
   // may still read a frame after send() returns. Returns the wire bytes.
-  std::uint64_t write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger) const;
+  std::uint64_t write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger);
+
+ private:
+  Header header_;  // reused by every write: its descriptor storage is allocated once, not per message
 };
 
 struct FrameReader {
@@ -42,7 +46,10 @@ struct FrameReader {
   // TransportError saying what the peer did wrong. `header_flags` receives the header's flags
   // (kAcceptsLz4), `version` the message's wire version.
   Message read(std::span<zmq::message_t> frames, CopyLedger& ledger, std::uint8_t* header_flags = nullptr,
-               std::uint8_t* version = nullptr) const;
+               std::uint8_t* version = nullptr);
+
+ private:
+  Header header_;  // reused by every read, as FrameWriter's
 };
 
 // Sends `frames` as one multipart message. Returns false when the first frame could not be

@@ -84,13 +84,20 @@ std::size_t frames_after_header(const Header& header) noexcept {
 }
 
 Header decode(std::span<const std::byte> frame) {
+  Header h;
+  decode(frame, h);
+  return h;
+}
+
+void decode(std::span<const std::byte> frame, Header& h) {
   if (frame.size() < kFixedHeaderBytes)
     invalid("header frame of " + std::to_string(frame.size()) + " bytes is shorter than the fixed " +
             std::to_string(kFixedHeaderBytes) + " (not a picklewire peer?)");
   const std::byte* p = frame.data();
   if (std::memcmp(p, kMagic, sizeof kMagic) != 0) invalid("bad magic (expected \"PWZM\"; not a picklewire peer?)");
   p += sizeof kMagic;
-  Header h;
+  h.stream_size = 0;
+  h.stream_offset = 0;
   h.version = get<std::uint8_t>(p);
   if (h.version != kVersion1 && h.version != kVersion2)
     invalid("wire format version " + std::to_string(h.version) + " is not supported (this build reads versions 1 and 2)");
@@ -108,7 +115,8 @@ Header decode(std::span<const std::byte> frame) {
             std::to_string(frame.size()) + " bytes");
   if (v2) h.stream_size = get<std::uint64_t>(p);
   const std::uint8_t known_buffer_flags = v2 ? (kReadonly | kShuffled | kInline) : (kReadonly | kShuffled);
-  h.buffers.resize(count);
+  // assign, not resize: a reused Header's descriptors must not keep the last message's offsets.
+  h.buffers.assign(count, BufferDescriptor{});
   for (std::uint32_t i = 0; i < count; ++i) {
     BufferDescriptor& b = h.buffers[i];
     b.raw_size = get<std::uint64_t>(p);
@@ -117,31 +125,33 @@ Header decode(std::span<const std::byte> frame) {
     b.flags = get<std::uint8_t>(p);
     auto reserved = get<std::uint16_t>(p);
     b.item_size = get<std::uint32_t>(p);
-    std::string which = "buffer " + std::to_string(i) + ": ";
-    if (codec > static_cast<std::uint8_t>(Codec::lz4)) invalid(which + "unknown codec " + std::to_string(codec));
+    // The prefix of this buffer's errors, built only when there is one to throw.
+    auto which = [i] { return "buffer " + std::to_string(i) + ": "; };
+    if (codec > static_cast<std::uint8_t>(Codec::lz4)) invalid(which() + "unknown codec " + std::to_string(codec));
     b.codec = static_cast<Codec>(codec);
-    if (b.flags & ~known_buffer_flags) invalid(which + "unknown buffer flags " + std::to_string(b.flags));
-    if (reserved != 0) invalid(which + "nonzero reserved field");
+    if (b.flags & ~known_buffer_flags) invalid(which() + "unknown buffer flags " + std::to_string(b.flags));
+    if (reserved != 0) invalid(which() + "nonzero reserved field");
     if (b.codec == Codec::raw && b.raw_size != b.wire_size)
-      invalid(which + "raw buffer with raw size " + std::to_string(b.raw_size) + " != wire size " +
+      invalid(which() + "raw buffer with raw size " + std::to_string(b.raw_size) + " != wire size " +
               std::to_string(b.wire_size));
-    if (b.codec == Codec::raw && (b.flags & kShuffled)) invalid(which + "shuffled flag on an uncompressed buffer");
+    if (b.codec == Codec::raw && (b.flags & kShuffled)) invalid(which() + "shuffled flag on an uncompressed buffer");
     if ((b.flags & kShuffled) && (b.item_size < 2 || b.item_size > 64))
-      invalid(which + "shuffle item size " + std::to_string(b.item_size) + " outside 2..64");
-    if ((b.flags & kInline) && b.codec != Codec::raw) invalid(which + "inline buffer is not raw");
+      invalid(which() + "shuffle item size " + std::to_string(b.item_size) + " outside 2..64");
+    if ((b.flags & kInline) && b.codec != Codec::raw) invalid(which() + "inline buffer is not raw");
   }
-  if (!v2) return h;
+  if (!v2) return;
   // Version 2: the inline items must fill the rest of the frame exactly, padding zeroed. Each size
   // is checked against what is left before it is added, so nothing overflows.
   std::size_t pos = static_cast<std::size_t>(descriptors_end);
-  auto take = [&](std::uint64_t size, const std::string& what) {
+  // `buffer`: the item's buffer index, or -1 for the stream (named only when throwing).
+  auto take = [&](std::uint64_t size, std::int64_t buffer) {
     if (size > frame.size() - pos)
-      invalid(what + " of " + std::to_string(size) + " inline bytes overruns the header frame of " +
+      invalid((buffer < 0 ? std::string("the stream") : "buffer " + std::to_string(buffer)) + " of " + std::to_string(size) + " inline bytes overruns the header frame of " +
               std::to_string(frame.size()) + " bytes");
     pos += static_cast<std::size_t>(size);
   };
   h.stream_offset = pos;
-  if (!(h.flags & kStreamOwnFrame)) take(h.stream_size, "the stream");
+  if (!(h.flags & kStreamOwnFrame)) take(h.stream_size, -1);
   for (std::uint32_t i = 0; i < count; ++i) {
     if (!(h.buffers[i].flags & kInline)) continue;
     const std::size_t aligned = align_inline(pos);
@@ -150,12 +160,11 @@ Header decode(std::span<const std::byte> frame) {
       if (frame[k] != std::byte{0}) invalid("nonzero padding byte at " + std::to_string(k) + " of the header frame");
     pos = aligned;
     h.buffers[i].inline_offset = pos;
-    take(h.buffers[i].wire_size, "buffer " + std::to_string(i));
+    take(h.buffers[i].wire_size, i);
   }
   if (pos != frame.size())
     invalid("header frame holds " + std::to_string(frame.size() - pos) + " bytes beyond its inline items");
   if ((h.flags & kControl) && count != 0) invalid("a control message with " + std::to_string(count) + " buffers");
-  return h;
 }
 
 namespace {

@@ -96,6 +96,10 @@ void encode(const Header& header, std::span<std::byte> out) noexcept;
 // reserved fields, count and inline sizes versus the frame's length, codec, sizes, padding).
 // Throws TransportError saying what was wrong. Version 2: fills stream_offset and inline_offset.
 Header decode(std::span<const std::byte> frame);
+// The same into `out`, whose descriptor storage is reused (a receiver decodes every message into
+// one Header and allocates nothing once it has seen its largest buffer count). On a throw `out`
+// holds a partial decode.
+void decode(std::span<const std::byte> frame, Header& out);
 // How many frames (frame 0 included) a message whose frame 0 is `frame` announces, when the
 // frame is long enough to hold the descriptors it announces, without validating the rest; nullopt
 // for a frame that cannot be a header. A receiver uses it to bound how many frames of a message it
