@@ -17,6 +17,7 @@
 #include <unordered_set>
 
 #include "builtin_reductions.hpp"
+#include "fix_imports.hpp"
 #include "graph.hpp"
 #include "opcodes.hpp"
 #include "pickler_compat_names.hpp"
@@ -686,6 +687,17 @@ class Pickler {
           if (static_cast<unsigned char>(c) >= 0x80)
             throw PicklingError("can't pickle global identifier '" + std::string(part) +
                                 "' using pickle protocol " + std::to_string(proto_));
+      // A global that already carries a Python 2 name (an inert node loaded from a protocol 4+
+      // stream, say '__builtin__.bytearray') would be renamed by the reader: it would read back
+      // as another object. CPython never writes one (it cannot import such a module).
+      if (module == g.module && name == g.name) {
+        const auto [module3, name3] = fix_imports::python3_name(module, name);
+        if (module3 != module || name3 != name)
+          throw PicklingError("global '" + std::string(module) + "." + std::string(name) +
+                              "' cannot be written at protocol " + std::to_string(proto_) +
+                              ": a reader below protocol 3 takes it for Python 2's name of '" + std::string(module3) +
+                              "." + std::string(name3) + "' (fix_imports)");
+      }
     }
     for (std::string_view part : {module, name})
       if (part.find('\n') != std::string_view::npos)

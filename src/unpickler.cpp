@@ -16,12 +16,14 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 
 #include "graph.hpp"
 #include "opcodes.hpp"
 #include "picklewire/unpickler.hpp"
 #include "builtin_reductions.hpp"
+#include "fix_imports.hpp"
 #include "numpy_reductions.hpp"
 #include "unpickler_scratch.hpp"
 #include "unpickler_text.hpp"
@@ -32,13 +34,6 @@ namespace {
 
 using namespace unpickler_detail;
 
-struct CompatName {
-  std::string_view module, name, new_module, new_name;
-};
-struct CompatModule {
-  std::string_view module, new_module;
-};
-#include "unpickler_compat.inc"
 
 class Machine {
  public:
@@ -418,23 +413,7 @@ Slot Machine::global(std::string_view module, std::string_view name, bool from_s
     if (!valid_utf8(module, /*surrogates=*/false, &bad) || !valid_utf8(name, false, &bad))
       fail("'utf-8' codec can't decode global name");
   }
-  if (proto_ < 3) {  // CPython's fix_imports: Python 2 names -> Python 3 names
-    bool renamed = false;
-    for (const CompatName& c : kCompatNames) {
-      if (c.module == module && c.name == name) {
-        module = c.new_module;
-        name = c.new_name;
-        renamed = true;
-        break;
-      }
-    }
-    if (!renamed)
-      for (const CompatModule& c : kCompatModules)
-        if (c.module == module) {
-          module = c.new_module;
-          break;
-        }
-  }
+  if (proto_ < 3) std::tie(module, name) = fix_imports::python3_name(module, name);  // Python 2 names
   if (options_.find_class && !options_.find_class(module, name))
     fail("global '" + std::string(module) + "." + std::string(name) + "' is forbidden");
   Node* n = make(Kind::Global);

@@ -2,7 +2,8 @@
 """Regenerates src/unpickler_compat.inc from CPython's Lib/_compat_pickle.py.
 
 The unpickler maps Python 2 module/global names to their Python 3 homes for protocol < 3
-streams, exactly as CPython's Unpickler(fix_imports=True) does. Usage:
+streams, exactly as CPython's Unpickler(fix_imports=True) does (src/fix_imports.hpp applies the
+tables; the pickler consults it too). Usage:
     /usr/bin/python3 src/unpickler_compat_gen.py > src/unpickler_compat.inc
 """
 import _compat_pickle as c

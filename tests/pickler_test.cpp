@@ -10,6 +10,7 @@
 #include "opcodes.hpp"
 #include "picklewire/errors.hpp"
 #include "picklewire/pickler.hpp"
+#include "picklewire/repr.hpp"
 #include "picklewire/unpickler.hpp"
 #include "picklewire/value.hpp"
 
@@ -144,4 +145,35 @@ TEST(Pickler, InstOfANonClassIsWrittenAsReduce) {
   // A class (or an unknown global) keeps the NEWOBJ form.
   EXPECT_EQ(dumps(load(Buffer::copy(std::string_view("(cmod\nC\no."), true)), 2),
             std::string("\x80\x02" "cmod\nC\nq\x00)\x81q\x01.", 16));
+}
+
+// Found by the repr fuzz target: a protocol-4 stream naming '__builtin__.bytearray' loads as an
+// inert global of an unknown module, but written at protocol 2 it would read back as
+// builtins.bytearray (a reader below protocol 3 renames Python 2 names, fix_imports), whose
+// reduction with a str and no encoding CPython refuses: the round trip changed what the graph
+// is. Such a global is refused below protocol 3 (CPython cannot import '__builtin__' to write one);
+// at protocol 3+ it is written as is, and a global the pickler itself renames stays writable.
+TEST(Pickler, AGlobalCarryingAPython2NameIsRefusedBelowProtocol3) {
+  UnpicklerOptions options;
+  options.decode_reductions = true;
+  const std::string stream("\x80\x04" "c__builtin__\nbytearray\n" "X\x06\x00\x00\x00latin2\x85R.", 40);
+  Value v = load(Buffer::copy(stream, true), {}, options);
+  PicklerOptions protocol2;
+  protocol2.protocol = 2;  // the pickler writes protocols 2..5
+  try {
+    dump(v, protocol2);
+    ADD_FAILURE() << "protocol 2 wrote a global its reader would rename";
+  } catch (const PicklingError& e) {
+    EXPECT_NE(std::string(e.what()).find("'__builtin__.bytearray' cannot be written at protocol 2"), std::string::npos)
+        << e.what();
+  }
+  for (int protocol : {3, 4, 5}) {
+    PicklerOptions p;
+    p.protocol = protocol;
+    Value again = load(dump(v, p), {}, options);  // the same inert reduction
+    EXPECT_TRUE(equal(again, v)) << "protocol " << protocol;
+  }
+  // builtins.len is renamed to __builtin__.len by the pickler itself: written, and read back as builtins.len.
+  EXPECT_EQ(dumps(load(Buffer::copy(std::string_view("\x80\x04" "cbuiltins\nlen\n."), true)), 2),
+            std::string("\x80\x02" "c__builtin__\nlen\nq\x00.", 22));
 }
