@@ -291,12 +291,14 @@ TEST(ZmqSameHostFaults, AKilledSendersSlotsAreReclaimed) {
   }
   while (!std::filesystem::exists(dir / "ready")) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(rx.stats().slots_in_use, 2u);  // the two loans the sender holds
+  const pid_t killed = sender.pid;
   ::kill(sender.pid, SIGKILL);
   EXPECT_EQ(sender.wait(), 128 + SIGKILL);
   // The idle receiver's housekeeping reclaims them, as an shm:// receiver does while it waits.
   for (int i = 0; i < 40 && rx.stats().slots_in_use != 0; ++i) EXPECT_FALSE(rx.recv(50ms));
   EXPECT_EQ(rx.stats().slots_in_use, 0u);
   EXPECT_EQ(rx.stats().bytes_in_use, 0u);
+  EXPECT_EQ(leftovers(killed), 0);  // its answer box too: removed by the receiver that saw it die
 }
 
 // A raw ZeroMQ peer that says what it likes: the receiver refuses or ignores, and never crashes.

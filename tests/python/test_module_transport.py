@@ -197,6 +197,8 @@ def test_sender_killed_mid_stream(transport, url_for, processes):
                 assert (m["data"] == m["i"]).all()
         for m in kept:
             assert (m["data"] == m["i"]).all()
+        # tcp/ipc: the killed sender's same-host answer box was removed by this receiver.
+        assert not ms.shm_files(f"picklewire.hello-{child.pid}-")
         # The channel still works for a new sender.
         with picklewire.Sender.connect(url) as tx:
             tx.send("after", timeout=10)

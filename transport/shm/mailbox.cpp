@@ -111,6 +111,10 @@ std::unique_ptr<Mailbox> Mailbox::open(pid_t pid, std::uint64_t id) {
   return box;
 }
 
+void Mailbox::remove(pid_t pid, std::uint64_t id) noexcept {
+  bip::shared_memory_object::remove(object_name(pid, id).c_str());
+}
+
 Mailbox::Mailbox() = default;
 
 Mailbox::~Mailbox() {

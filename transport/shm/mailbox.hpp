@@ -38,6 +38,8 @@ class Mailbox {
   // Receiver: opens the mailbox a hello named; nullptr when there is none of that pid and id (a
   // peer on another host, or one that lied).
   static std::unique_ptr<Mailbox> open(pid_t pid, std::uint64_t id);
+  // Receiver: removes the mailbox of a sender it saw die (a killed sender cannot remove its own).
+  static void remove(pid_t pid, std::uint64_t id) noexcept;
   ~Mailbox();
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;

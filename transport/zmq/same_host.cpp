@@ -328,7 +328,10 @@ void SameHostReceiver::maintain(bool socket_idle) {
   }
   const auto now = Clock::now();
   for (Peer& p : senders_)
-    if (!p.dead_since && !shm::process_alive(p.pid, 0)) p.dead_since = now;
+    if (!p.dead_since && !shm::process_alive(p.pid, 0)) {
+      p.dead_since = now;
+      shm::Mailbox::remove(p.pid, p.sender_id);  // a killed sender left its answer box behind
+    }
   // A sender that exited after sending still has doorbells on their way or queued in the socket:
   // its messages stay until the socket has been found empty well after its death (then no
   // doorbell of its can come any more, and what is left of it was never rung for).

@@ -122,7 +122,8 @@ class SameHostReceiver {
   void add_stats(TransportStats& stats) const;
   // Housekeeping while the Receiver waits (every kMaintenancePeriod): the channel reclaims the
   // slots that senders which died were holding (as shm:// does while it waits), messages already
-  // in the channel move to the stash (their doorbells follow), and the stashed messages of a
+  // in the channel move to the stash (their doorbells follow), the answer box of a sender seen
+  // dead is removed (a killed sender leaves it behind), and the stashed messages of a
   // sender dead for kDeadSenderGrace are dropped once `socket_idle` (the last wait on the socket
   // found nothing): no doorbell of its can still come, so nobody will ever ring for them.
   void maintain(bool socket_idle);
