@@ -115,6 +115,8 @@ def url_for(tmp_path):
     for url in made:
         if url.startswith("shm://"):
             ms.remove_shm_files(url[len("shm://"):])
+    if any(url.startswith(("tcp://", "ipc://")) for url in made):
+        ms.remove_dead_answer_boxes()  # of senders killed before a receiver could notice
 
 
 def pytest_configure(config):

@@ -40,6 +40,28 @@ def shm_files(name_part):
     return sorted(glob.glob(f"/dev/shm/*{name_part}*"))
 
 
+def remove_dead_answer_boxes():
+    """Removes the same-host answer boxes (/dev/shm/picklewire.hello-PID-ID, docs/zmq.md "Same
+    host") of senders that are gone: a sender killed while no receiver was waiting to notice
+    leaves its box behind. Returns the paths removed."""
+    removed = []
+    for path in glob.glob("/dev/shm/picklewire.hello-*"):
+        pid = int(os.path.basename(path)[len("picklewire.hello-"):].split("-")[0])
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or not ours to judge)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def remove_shm_files(name_part):
     for path in shm_files(name_part):
         try:
