@@ -64,16 +64,7 @@ std::string describe(const Value& ledger) {
   return s;
 }
 
-CopyLedger minus(CopyLedger a, const CopyLedger& b) {
-  a.messages -= b.messages;
-  a.oob_bytes -= b.oob_bytes;
-  a.zero_copy_bytes -= b.zero_copy_bytes;
-  for (std::size_t r = 0; r < CopyLedger::kReasons; ++r) {
-    a.copies[r] -= b.copies[r];
-    a.copied_bytes[r] -= b.copied_bytes[r];
-  }
-  return a;
-}
+CopyLedger minus(CopyLedger a, const CopyLedger& b) { return a -= b; }
 
 // The receiver says when it is done with a message, so that each one is timed alone (one in flight).
 void wait_for_receiver(int ack_fd) {

@@ -451,21 +451,22 @@ class Pickler {
 
   // memcpy for the few bytes most strs hold (dict keys, names): two overlapping loads and stores
   // instead of a call into libc, which costs more than the copy itself at these sizes.
+  // n bytes, sizeof(Word) <= n <= 2 * sizeof(Word), as a first and a last (overlapping) word.
+  template <class Word>
+  static void copy_ends(char* dst, const char* src, std::size_t n) {
+    Word head, tail;
+    std::memcpy(&head, src, sizeof(Word));
+    std::memcpy(&tail, src + n - sizeof(Word), sizeof(Word));
+    std::memcpy(dst, &head, sizeof(Word));
+    std::memcpy(dst + n - sizeof(Word), &tail, sizeof(Word));
+  }
   static void copy_short(char* dst, const char* src, std::size_t n) {
     if (n > 16) {
       std::memcpy(dst, src, n);
     } else if (n >= 8) {
-      std::uint64_t head, tail;
-      std::memcpy(&head, src, 8);
-      std::memcpy(&tail, src + n - 8, 8);
-      std::memcpy(dst, &head, 8);
-      std::memcpy(dst + n - 8, &tail, 8);
+      copy_ends<std::uint64_t>(dst, src, n);
     } else if (n >= 4) {
-      std::uint32_t head, tail;
-      std::memcpy(&head, src, 4);
-      std::memcpy(&tail, src + n - 4, 4);
-      std::memcpy(dst, &head, 4);
-      std::memcpy(dst + n - 4, &tail, 4);
+      copy_ends<std::uint32_t>(dst, src, n);
     } else {
       for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
     }

@@ -296,39 +296,31 @@ class MemoTable {
   // probe: for a node memoised right after it is looked up. Returns the index found, or kAbsent
   // when key was given `value`.
   std::uint32_t get_or_set(const void* key, std::uint32_t value) {
-    if (used_ >= full_at_) rehash(capacity_ * 2);
-    for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
-      Entry& e = entries_[i];
-      if (e.epoch != epoch_) {
-        e = {key, value, epoch_};
-        ++used_;
-        return kAbsent;
-      }
-      if (e.key == key) {
-        if (!(e.value & kInProgress)) return e.value;
-        e.value = value;
-        return kAbsent;
-      }
-    }
+    auto [e, fresh] = slot_for(key);
+    if (!fresh && !(e.value & kInProgress)) return e.value;
+    e.value = value;
+    return kAbsent;
   }
 
-  void set(const void* key, std::uint32_t value) {
-    if (used_ >= full_at_) rehash(capacity_ * 2);
-    for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
-      Entry& e = entries_[i];
-      if (e.epoch != epoch_) {
-        e = {key, value, epoch_};
-        ++used_;
-        return;
-      }
-      if (e.key == key) {
-        e.value = value;
-        return;
-      }
-    }
-  }
+  void set(const void* key, std::uint32_t value) { slot_for(key).first.value = value; }
 
  private:
+  struct Entry;
+  // The entry for `key` (probing from its hash), claimed for it if it had none (true): the one
+  // probe set() and get_or_set() share.
+  std::pair<Entry&, bool> slot_for(const void* key) {
+    if (used_ >= full_at_) rehash(capacity_ * 2);
+    for (std::size_t i = slot_of(key);; i = (i + 1) & mask_) {
+      Entry& e = entries_[i];
+      if (e.epoch != epoch_) {
+        e = {key, 0, epoch_};
+        ++used_;
+        return {e, true};
+      }
+      if (e.key == key) return {e, false};
+    }
+  }
+
   struct Entry {
     const void* key = nullptr;
     std::uint32_t value = 0;

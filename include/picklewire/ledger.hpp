@@ -63,7 +63,27 @@ struct CopyLedger {
     zero_copy_buffers += 1;
     zero_copy_bytes += bytes;
   }
+  /// Adds (or removes) another ledger's counts: what a span of work added is `after -= before`.
+  CopyLedger& operator+=(const CopyLedger& o) noexcept { return combine(o, +1); }
+  CopyLedger& operator-=(const CopyLedger& o) noexcept { return combine(o, -1); }
+
   std::uint64_t copied(CopyReason reason) const noexcept { return copied_bytes[static_cast<std::size_t>(reason)]; }
+  CopyLedger& combine(const CopyLedger& o, int sign) noexcept {  // unsigned wrap-around is exact for -1
+    auto add = [sign](std::uint64_t& into, std::uint64_t v) { into += sign > 0 ? v : std::uint64_t(0) - v; };
+    add(messages, o.messages);
+    add(inband_bytes, o.inband_bytes);
+    add(oob_buffers, o.oob_buffers);
+    add(oob_bytes, o.oob_bytes);
+    add(zero_copy_buffers, o.zero_copy_buffers);
+    add(zero_copy_bytes, o.zero_copy_bytes);
+    add(same_host_messages, o.same_host_messages);
+    add(same_host_bytes, o.same_host_bytes);
+    for (std::size_t i = 0; i < kReasons; ++i) {
+      add(copies[i], o.copies[i]);
+      add(copied_bytes[i], o.copied_bytes[i]);
+    }
+    return *this;
+  }
   std::uint64_t total_copied_bytes() const noexcept {
     std::uint64_t n = 0;
     for (auto b : copied_bytes) n += b;

@@ -41,36 +41,6 @@ Timeout remaining(std::optional<Clock::time_point> deadline, Clock::time_point n
   return std::chrono::ceil<std::chrono::milliseconds>(left);
 }
 
-// `after - before`: what one send added to a ledger.
-CopyLedger ledger_delta(const CopyLedger& after, const CopyLedger& before) {
-  CopyLedger d;
-  d.messages = after.messages - before.messages;
-  d.inband_bytes = after.inband_bytes - before.inband_bytes;
-  d.oob_buffers = after.oob_buffers - before.oob_buffers;
-  d.oob_bytes = after.oob_bytes - before.oob_bytes;
-  d.zero_copy_buffers = after.zero_copy_buffers - before.zero_copy_buffers;
-  d.zero_copy_bytes = after.zero_copy_bytes - before.zero_copy_bytes;
-  for (std::size_t i = 0; i < CopyLedger::kReasons; ++i) {
-    d.copies[i] = after.copies[i] - before.copies[i];
-    d.copied_bytes[i] = after.copied_bytes[i] - before.copied_bytes[i];
-  }
-  return d;
-}
-
-void add_to(CopyLedger& into, const CopyLedger& d) {
-  into.messages += d.messages;
-  into.inband_bytes += d.inband_bytes;
-  into.oob_buffers += d.oob_buffers;
-  into.oob_bytes += d.oob_bytes;
-  into.zero_copy_buffers += d.zero_copy_buffers;
-  into.zero_copy_bytes += d.zero_copy_bytes;
-  into.same_host_messages += d.same_host_messages;
-  into.same_host_bytes += d.same_host_bytes;
-  for (std::size_t i = 0; i < CopyLedger::kReasons; ++i) {
-    into.copies[i] += d.copies[i];
-    into.copied_bytes[i] += d.copied_bytes[i];
-  }
-}
 
 class ZmqSender final : public detail::SenderImpl {
  public:
@@ -202,7 +172,8 @@ class ZmqSender final : public detail::SenderImpl {
       return Outcome::fell_back;  // no room in the channel: frames, as the socket would take it
     }
     // The channel's ledger counted the tag as a buffer copied in: it is not the caller's.
-    CopyLedger added = ledger_delta(channel->ledger(), before);
+    CopyLedger added = channel->ledger();
+    added -= before;
     added.oob_buffers -= 1;
     added.oob_bytes -= SameHostSender::kTagBytes;
     added.copies[static_cast<std::size_t>(CopyReason::copied_into_segment)] -= 1;
@@ -223,7 +194,7 @@ class ZmqSender final : public detail::SenderImpl {
     }
     frames_.clear();
     if (rung == Outcome::sent) {
-      add_to(ledger_, added);
+      ledger_ += added;
       wire_bytes_ += doorbell.size();
     }
     return rung;
