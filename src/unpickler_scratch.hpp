@@ -79,6 +79,7 @@ class ItemStack {
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return capacity_; }
   Item& back() noexcept { return data_[size_ - 1]; }
+  const Item* data() const noexcept { return data_; }  // null until the first push
   Item& operator[](std::size_t i) noexcept { return data_[i]; }
   const Item& operator[](std::size_t i) const noexcept { return data_[i]; }
   [[gnu::always_inline]] void push(Slot s, std::uint32_t depth) {

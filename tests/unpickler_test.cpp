@@ -107,6 +107,24 @@ TEST(Unpickler, RecursiveStructuresAreCycles) {
   EXPECT_TRUE(d.get("me").is_same(d));
 }
 
+// Found by the unpickler fuzz target (UBSan, build-fuzz/artifacts-unpickler/crash-bc8f3997...):
+// a container built from an empty mark while the value stack had never been pushed to bound a
+// reference to its null storage. Its input, the same stream completed, and every container kind
+// built from an empty stack, each against CPython's verdict (a PICKLEWIRE_SANITIZE build, and the
+// fuzz smoke run, which replays the input from its seed corpus, catch the undefined behaviour).
+TEST(Unpickler, ContainersBuiltFromAnEmptyStack) {
+  expect_error("(lp0\ng0\na", "Ran out of input", 9);
+  for (std::string_view stream : {"(lp0\ng0\na."sv, "(l."sv, "(t."sv, "(d."sv, "\x8f(\x90."sv, "(\x91."sv, "](e."sv, "}(u."sv, "\x80\x04(l."sv}) {
+    const std::string python_bytes = [&] {
+      std::string lit;
+      for (unsigned char c : stream) lit += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
+      return lit;
+    }();
+    EXPECT_EQ(repr(load_bytes(stream)), run_python("import pickle\nprint(repr(pickle.loads(b'" + python_bytes + "')), end='')"))
+        << python_bytes;
+  }
+}
+
 TEST(Unpickler, TextViewsTheStreamWithoutCopying) {
   Buffer stream = bytes_of(cpython_dumps("['x' * 100, b'y' * 100]", 5));
   Value v = load(stream);

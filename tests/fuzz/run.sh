@@ -4,10 +4,12 @@
 # Exit status is non-zero when a target finds a crash (the reproducer is left in
 # $out/artifacts-<target>/). docs/fuzzing.md has the long-run commands.
 #
-# Usage: tests/fuzz/run.sh [--seconds N | --runs N] [--jobs J] [TARGET...]
+# Usage: tests/fuzz/run.sh [--seconds N | --runs N] [--jobs J] [--timeout S] [TARGET...]
 #   --seconds N   total time, split evenly between the targets run (default 60: the CI smoke run)
 #   --runs N      instead: N executions of each target
 #   --jobs J      parallel fuzzing processes per target (libFuzzer -fork)
+#   --timeout S   seconds one input may take before it counts as a hang (default 10; a long run
+#                 that may be paused with SIGSTOP or starved by other work needs more)
 #   TARGET...     the targets to run (default: all; --list names them)
 # FUZZ_BUILD_DIR=... chooses the build directory (default build-fuzz).
 set -euo pipefail
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/../.."
 seconds=60
 runs=
 jobs=1
+unit_timeout=10
 chosen=()
 list_only=
 while [ $# -gt 0 ]; do
@@ -22,8 +25,9 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --timeout) unit_timeout=$2; shift 2 ;;
     --list) list_only=1; shift ;;
-    -*) sed -n '8,13p' "$0" >&2; exit 2 ;;
+    -*) sed -n '7,15p' "$0" >&2; exit 2 ;;
     *) chosen+=("$1"); shift ;;
   esac
 done
@@ -79,7 +83,7 @@ target repr       "tests/fuzz/repr_fuzz.cpp"       "" "$pickle_seeds --prefix-by
 target loads_safe "tests/fuzz/loads_safe_fuzz.cpp"          "$python_embed" "$pickle_seeds --prefix-byte" \
                   build_sanitized_extension \
                   "FUZZ_PICKLEWIRE_PYTHONPATH=$out/pyext/python ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0"
-target zmq_frames "tests/fuzz/zmq_frames_fuzz.cpp transport/zmq/message_frames.cpp transport/zmq/wire_header.cpp transport/zmq/lz4_codec.cpp" \
+target zmq_frames "tests/fuzz/zmq_frames_fuzz.cpp transport/zmq/message_frames.cpp transport/zmq/frame_pool.cpp transport/zmq/wire_header.cpp transport/zmq/lz4_codec.cpp" \
                   "-Itransport -lzmq -llz4" "/usr/bin/python3 tests/fuzz/make_zmq_seeds.py"
 target shm_lane_cell "tests/fuzz/shm_lane_cell_fuzz.cpp" "-Itransport" "shm_seeds cell" build_shm_seed_maker
 target shm_record    "tests/fuzz/shm_record_fuzz.cpp transport/shm/message_record.cpp" "-Itransport" "shm_seeds record" \
@@ -128,11 +132,15 @@ for name in "${chosen[@]}"; do
   fi
   mkdir -p "$out/seeds-$name" "$out/corpus-$name" "$out/artifacts-$name"
   ${seeds[$name]} "$out/seeds-$name" >/dev/null
+  # Inputs that once crashed the target (tests/fuzz/regressions/TARGET/, each fixed with a unit
+  # test) are replayed by every run, the smoke run included.
+  regressions=()
+  if [ -d "tests/fuzz/regressions/$name" ]; then regressions=("tests/fuzz/regressions/$name"); fi
   echo "== $name: ${limit[*]} ${parallel[*]}"
   # shellcheck disable=SC2086  # environment[] holds VAR=value words
   if ! env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ${environment[$name]} \
-      "$binary" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 "${parallel[@]}" \
-      -artifact_prefix="$out/artifacts-$name/" -print_final_stats=1 "$out/corpus-$name" "$out/seeds-$name"; then
+      "$binary" "${limit[@]}" -timeout="$unit_timeout" -rss_limit_mb=2048 -max_len=65536 "${parallel[@]}" \
+      -artifact_prefix="$out/artifacts-$name/" -print_final_stats=1 "$out/corpus-$name" "$out/seeds-$name" "${regressions[@]}"; then
     echo "== $name: FAILED (reproducer in $out/artifacts-$name/)"
     status=1
   fi
