@@ -113,7 +113,7 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
     for (const BufferDescriptor& d : header.buffers)
       if (d.flags & kInline) size = align_inline(size) + d.wire_size;
   }
-  zmq::message_t frame0(size);
+  zmq::message_t frame0 = frame0_pool_.frame(size);
   auto* out = static_cast<std::byte*>(frame0.data());
   encode(header, std::span<std::byte>(out, descriptors));
   if (v2) {

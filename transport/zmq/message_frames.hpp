@@ -12,6 +12,7 @@
 #include "picklewire/endpoint_options.hpp"
 #include "picklewire/ledger.hpp"
 #include "picklewire/message.hpp"
+#include "zmq/frame_pool.hpp"
 #include "zmq/lz4_codec.hpp"
 #include "zmq/wire_header.hpp"
 
@@ -35,6 +36,7 @@ struct FrameWriter {
 
  private:
   Header header_;  // reused by every write: its descriptor storage is allocated once, not per message
+  FramePool frame0_pool_;  // frame 0's memory, recycled (frame_pool.hpp says why)
 };
 
 struct FrameReader {

@@ -83,9 +83,17 @@ void Request::reply(const Message& reply, Timeout timeout) {
   std::vector<zmq::message_t> frames;
   frames.emplace_back(identity_.data(), identity_.size());
   frames.push_back(id_frame(id_));
-  FrameWriter writer = s.writer;
+  // This reply's settings on the server's writer (one writer: its header and frame pool are
+  // reused), restored after: lz4 only for a client that accepts it, and (negotiation) a client
+  // that wrote an older wire version gets its reply in that version.
+  FrameWriter& writer = s.writer;
+  struct Restore {
+    FrameWriter& w;
+    bool compress;
+    std::uint8_t version;
+    ~Restore() { w.compress = compress, w.version = version; }
+  } restore{writer, writer.compress, writer.version};
   writer.compress = writer.compress && accepts_lz4_;
-  // Negotiation: a client that wrote an older wire version gets its reply in that version.
   writer.version = std::min(writer.version, wire_version_);
   std::uint64_t wire = writer.write(reply, frames, s.ledger);
   zmq_transport::set_send_timeout(s.socket, timeout ? timeout : s.options.send_timeout, s.send_timeout_ms);
