@@ -205,11 +205,14 @@ class ZmqSender final : public detail::SenderImpl {
     return send_frames(socket_, frames_);
   }
 
-  // Sends without blocking whenever ZeroMQ has room; otherwise waits in ZeroMQ's own blocking send
-  // (which wakes the moment there is room: no zmq_poll round trip per full queue) in slices that
-  // end at the deadline, the moment the last receiver has been gone for the grace period, the
-  // next interrupt check, or kMonitorSlice, after which the monitor's events are applied. The
-  // frames are built once: waking up redoes no work.
+  // Sends in ZeroMQ's own blocking send (which returns the moment there is room: no zmq_poll
+  // round trip per full queue) in slices that end at the deadline, the moment the last receiver
+  // has been gone for the grace period, the next interrupt check, or kMonitorSlice; between
+  // slices the monitor's events are applied. A send that finds room takes one slice and never
+  // looks at the monitor (its events queue up meanwhile, rcvhwm 0): with immediate, ZeroMQ only
+  // accepts a message for a connected peer. (Trying first without blocking cost a failed send and
+  // the monitor's poll per message whenever the queue was full, as it is in any sustained stream.)
+  // The frames are built once: waking up redoes no work.
   //
   // A doorbell (`connection` set) may only go to the connection whose receiver owns the channel:
   // the monitor is consulted before the first attempt too, and a change of connection ends the
@@ -220,32 +223,37 @@ class ZmqSender final : public detail::SenderImpl {
       return monitor_->connections() != *connection || monitor_->peers() != 1;
     };
     if (connection && connection_changed()) return Outcome::fell_back;
-    // Try first: a message ZeroMQ accepts at once went to a connected peer (immediate), so the
-    // monitor's events only matter while ZeroMQ has no room; they queue up meanwhile (rcvhwm 0)
-    // and are applied, in order, once a send has to wait.
-    set_send_timeout(socket_, std::chrono::milliseconds(0), send_timeout_ms_);
-    if (send_frames(socket_, frames_)) return Outcome::sent;
-    std::optional<Clock::time_point> deadline;
-    if (timeout) deadline = Clock::now() + *timeout;
-    for (;;) {
-      Clock::time_point now = Clock::now();
-      if (connection && connection_changed()) return Outcome::fell_back;
-      if (monitor_ && heartbeats_) {
-        monitor_->update();
-        if (monitor_->gone(now))
-          throw PeerGone("zmq transport: no receiver connected to " + url_ + " for " +
-                         std::to_string(monitor_->grace().count()) +
-                         " ms (the last one disconnected: its process died, or it missed heartbeats)");
+    // The clock is read only when a deadline, an interrupt check or a departed receiver's grace
+    // period can end the first slice (a quarter of a microsecond-scale send otherwise).
+    const bool clocked = timeout || interrupt_.active() || (monitor_ && heartbeats_ && monitor_->gone_at());
+    Clock::time_point now = clocked ? Clock::now() : Clock::time_point{};
+    const std::optional<Clock::time_point> deadline = deadline_after(timeout, now);
+    for (bool first = true;; first = false) {
+      if (!first) {
+        now = Clock::now();
+        if (connection && connection_changed()) return Outcome::fell_back;
+        if (monitor_ && heartbeats_) {
+          monitor_->update();
+          if (monitor_->gone(now))
+            throw PeerGone("zmq transport: no receiver connected to " + url_ + " for " +
+                           std::to_string(monitor_->grace().count()) +
+                           " ms (the last one disconnected: its process died, or it missed heartbeats)");
+        }
+        if (deadline && now >= *deadline) return Outcome::timed_out;
+        if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
       }
-      if (deadline && now >= *deadline) return Outcome::timed_out;
-      if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
-      std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
-      if (monitor_ && heartbeats_)
-        if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
-      if (monitor_ && (heartbeats_ || connection))  // a doorbell re-checks its connection this often
-        if (!wake || *wake > now + kMonitorSlice) wake = now + kMonitorSlice;
       Timeout slice;
-      if (wake) slice = std::max(std::chrono::milliseconds(1), std::chrono::ceil<std::chrono::milliseconds>(*wake - now));
+      if (!first || clocked) {
+        std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
+        if (monitor_ && heartbeats_)
+          if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
+        if (monitor_ && (heartbeats_ || connection))  // a doorbell re-checks its connection this often
+          if (!wake || *wake > now + kMonitorSlice) wake = now + kMonitorSlice;
+        if (wake) slice = std::chrono::ceil<std::chrono::milliseconds>(std::max(*wake - now, Clock::duration::zero()));
+        if (slice && *slice == std::chrono::milliseconds(0) && !first) slice = std::chrono::milliseconds(1);
+      } else if (monitor_ && (heartbeats_ || connection)) {
+        slice = kMonitorSlice;
+      }
       set_send_timeout(socket_, slice, send_timeout_ms_);
       if (send_frames(socket_, frames_)) return Outcome::sent;
     }
