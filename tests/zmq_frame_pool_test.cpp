@@ -5,7 +5,10 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include <atomic>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,6 +66,44 @@ TEST(FramePool, FramesOutliveTheirPool) {
   // Under ASan (the fuzz build) or valgrind a block freed with its pool would show here.
   for (int i = 0; i < 10; ++i) EXPECT_EQ(static_cast<const char*>(frames[i].data())[499], char('0' + i));
   std::thread([&] { frames.clear(); }).join();
+}
+
+// Blocks come back on another thread while the owner takes and makes more, and the owner goes
+// while that thread still holds some (the last one back frees the pool). The sanitizer builds of
+// this file are the real check (the socket test aside: libzmq is not instrumented for TSan):
+//   g++ -std=c++20 -O1 -g -fsanitize=thread -Iinclude -Itransport tests/zmq_frame_pool_test.cpp
+//       transport/zmq/frame_pool.cpp transport/zmq/context.cpp -lgtest -lgtest_main -lzmq -lpthread
+//   ./a.out --gtest_filter=-*RealSocket*       (and the same with -fsanitize=address,undefined)
+TEST(FramePool, ReturnsRaceTheOwnerAndOutliveIt) {
+  std::mutex lock;
+  std::deque<zmq::message_t> handed;
+  std::atomic<bool> done{false};
+  std::thread returner([&] {
+    for (;;) {
+      std::unique_lock<std::mutex> l(lock);
+      if (handed.empty()) {
+        if (done) return;
+        l.unlock();
+        std::this_thread::yield();
+        continue;
+      }
+      zmq::message_t frame = std::move(handed.front());
+      handed.pop_front();
+      l.unlock();
+      if (static_cast<const char*>(frame.data())[199] != 'x') std::abort();
+    }  // the frame goes back to its pool here, on this thread
+  });
+  {
+    zt::FramePool pool;
+    for (int i = 0; i < 20000; ++i) {
+      zmq::message_t frame = filled(pool, 200, 'x');
+      std::lock_guard<std::mutex> l(lock);
+      handed.push_back(std::move(frame));
+    }
+    EXPECT_LE(pool.blocks_created(), zt::FramePool::kMaxBlocks);
+  }
+  done = true;
+  returner.join();
 }
 
 TEST(FramePool, PooledFramesCrossARealSocketIntact) {

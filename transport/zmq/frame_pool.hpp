@@ -10,9 +10,8 @@
 //
 // Threads: frame() is called by the one thread that owns the pool (a FrameWriter's); blocks come
 // back from any thread, lock-free (pushed on a list the owner takes whole, so no ABA).
-// Lifetime: the pool's state is counted by its owner and by every block out, so frames that stay
-// queued in ZeroMQ after their writer (and its socket) are gone still come back safely; the last
-// one frees it.
+// Lifetime: frames that stay queued in ZeroMQ after their writer (and its socket) are gone still
+// come back safely: the pool's state lives until its owner and every block out are done with it.
 #pragma once
 
 #include <zmq.hpp>
