@@ -37,10 +37,11 @@ FrameWriter::FrameWriter(const ZmqOptions& o)
   policy.item_size = o.item_size;
 }
 
-std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger) {
-  const bool v2 = version == kVersion2;
+std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger,
+                                 bool with_lz4, std::uint8_t wire_version) {
+  const bool v2 = wire_version == kVersion2;
   Header& header = header_;
-  header.version = version;
+  header.version = wire_version;
   header.flags = accepts_lz4 ? kAcceptsLz4 : 0;
   header.stream_size = message.stream.size();
   const bool stream_inline = v2 && message.stream.size() <= inline_max_bytes;
@@ -68,7 +69,7 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
     std::uint32_t hint = message.item_size(i);
     d.item_size = hint ? hint : policy.item_size;
     CompressionChoice choice;
-    if (compress) {
+    if (with_lz4) {
       if (hint >= 2 && hint <= 64) {
         CompressionPolicy hinted = policy;
         hinted.item_size = hint;

@@ -32,7 +32,13 @@ struct FrameWriter {
   // (the frame's free function drops a reference to the owner); borrowed buffers (Buffer::wrap,
   // no owner) are copied into ZeroMQ's memory (ledger: copied_borrowed_memory), because ZeroMQ
   // may still read a frame after send() returns. Returns the wire bytes.
-  std::uint64_t write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger);
+  std::uint64_t write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger) {
+    return write(message, frames, ledger, compress, version);
+  }
+  // The same with this message's own settings (an rpc reply: the requesting client's lz4 and
+  // wire version), leaving the writer's as they are.
+  std::uint64_t write(const Message& message, std::vector<zmq::message_t>& frames, CopyLedger& ledger,
+                      bool with_lz4, std::uint8_t wire_version);
 
  private:
   Header header_;  // reused by every write: its descriptor storage is allocated once, not per message

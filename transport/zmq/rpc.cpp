@@ -83,19 +83,12 @@ void Request::reply(const Message& reply, Timeout timeout) {
   std::vector<zmq::message_t> frames;
   frames.emplace_back(identity_.data(), identity_.size());
   frames.push_back(id_frame(id_));
-  // This reply's settings on the server's writer (one writer: its header and frame pool are
-  // reused), restored after: lz4 only for a client that accepts it, and (negotiation) a client
-  // that wrote an older wire version gets its reply in that version.
+  // The server's one writer (its header and frame pool are reused) with this client's settings:
+  // lz4 only for a client that accepts it, and (negotiation) a client that wrote an older wire
+  // version gets its reply in that version.
   FrameWriter& writer = s.writer;
-  struct Restore {
-    FrameWriter& w;
-    bool compress;
-    std::uint8_t version;
-    ~Restore() { w.compress = compress, w.version = version; }
-  } restore{writer, writer.compress, writer.version};
-  writer.compress = writer.compress && accepts_lz4_;
-  writer.version = std::min(writer.version, wire_version_);
-  std::uint64_t wire = writer.write(reply, frames, s.ledger);
+  std::uint64_t wire = writer.write(reply, frames, s.ledger, writer.compress && accepts_lz4_,
+                                    std::min(writer.version, wire_version_));
   zmq_transport::set_send_timeout(s.socket, timeout ? timeout : s.options.send_timeout, s.send_timeout_ms);
   if (!zmq_transport::send_frames(s.socket, frames))
     throw TimeoutError("zmq rpc: reply to request " + std::to_string(id_) + " could not be queued in time");

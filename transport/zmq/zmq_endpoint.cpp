@@ -242,18 +242,16 @@ class ZmqSender final : public detail::SenderImpl {
         if (deadline && now >= *deadline) return Outcome::timed_out;
         if (interrupt_.requested()) throw Interrupted("zmq transport: send to " + url_ + " was interrupted");
       }
+      // Unclocked (`now` unread), nothing but kMonitorSlice can bound the slice, and the
+      // differences below are taken from the same `now`: the computation holds either way.
+      std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
+      if (monitor_ && heartbeats_)
+        if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
+      if (monitor_ && (heartbeats_ || connection))  // a doorbell re-checks its connection this often
+        if (!wake || *wake > now + kMonitorSlice) wake = now + kMonitorSlice;
       Timeout slice;
-      if (!first || clocked) {
-        std::optional<Clock::time_point> wake = interrupt_.next_check(deadline, now);
-        if (monitor_ && heartbeats_)
-          if (auto gone = monitor_->gone_at(); gone && (!wake || *gone < *wake)) wake = gone;
-        if (monitor_ && (heartbeats_ || connection))  // a doorbell re-checks its connection this often
-          if (!wake || *wake > now + kMonitorSlice) wake = now + kMonitorSlice;
-        if (wake) slice = std::chrono::ceil<std::chrono::milliseconds>(std::max(*wake - now, Clock::duration::zero()));
-        if (slice && *slice == std::chrono::milliseconds(0) && !first) slice = std::chrono::milliseconds(1);
-      } else if (monitor_ && (heartbeats_ || connection)) {
-        slice = kMonitorSlice;
-      }
+      if (wake) slice = std::chrono::ceil<std::chrono::milliseconds>(std::max(*wake - now, Clock::duration::zero()));
+      if (slice && *slice == std::chrono::milliseconds(0) && !first) slice = std::chrono::milliseconds(1);
       set_send_timeout(socket_, slice, send_timeout_ms_);
       if (send_frames(socket_, frames_)) return Outcome::sent;
     }
