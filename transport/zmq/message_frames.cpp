@@ -46,7 +46,7 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
   header.stream_size = message.stream.size();
   const bool stream_inline = v2 && message.stream.size() <= inline_max_bytes;
   if (v2 && !stream_inline) header.flags |= kStreamOwnFrame;
-  header.buffers.assign(message.buffers.size(), BufferDescriptor{});
+  header.buffers.resize(message.buffers.size());  // each descriptor reset below
   const std::size_t first = frames.size();
   frames.emplace_back();  // frame 0, built once the descriptors are known
   auto payload_frame = [&](const Buffer& b) {
@@ -62,6 +62,7 @@ std::uint64_t FrameWriter::write(const Message& message, std::vector<zmq::messag
   for (std::size_t i = 0; i < message.buffers.size(); ++i) {
     const Buffer& b = message.buffers[i];
     BufferDescriptor& d = header.buffers[i];
+    d = BufferDescriptor{};
     d.raw_size = b.size();
     d.flags = b.readonly() ? kReadonly : 0;
     // The buffer's own hint (its NDArray's dtype item size) beats the endpoint-wide item_size; the
@@ -187,10 +188,16 @@ Message FrameReader::read(std::span<zmq::message_t> frames, CopyLedger& ledger, 
     return Buffer::take(std::move(owner), data, size, readonly);
   };
   // Inline items are views of frame 0, which they keep alive together (no copy).
+  // (The base is read after the move: a frame of up to 33 bytes keeps its bytes inside the
+  // zmq_msg_t itself, so they move with it.)
   std::shared_ptr<zmq::message_t> frame0;
+  std::byte* frame0_base = nullptr;
   auto view_of_frame0 = [&](std::size_t offset, std::size_t size, bool readonly) {
-    if (!frame0) frame0 = std::make_shared<zmq::message_t>(std::move(frames[0]));
-    return Buffer::take(frame0, static_cast<std::byte*>(frame0->data()) + offset, size, readonly);
+    if (!frame0) {
+      frame0 = std::make_shared<zmq::message_t>(std::move(frames[0]));
+      frame0_base = static_cast<std::byte*>(frame0->data());
+    }
+    return Buffer::take(frame0, frame0_base + offset, size, readonly);
   };
   Message m;
   if (stream_own_frame)
@@ -255,26 +262,26 @@ bool recv_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames, std
   frames.clear();
   dropped = 0;
   std::size_t limit = prefix + 1;
+  zmq::message_t excess;  // frames beyond the limit are received here and dropped
   for (;;) {
-    zmq::message_t frame;
-    auto r = socket.recv(frame, zmq::recv_flags::none);
-    if (!r) {
+    // Received in place (no temporary to move and close per frame): the frame's slot, or `excess`.
+    const bool keep = frames.size() < limit;
+    zmq::message_t& frame = keep ? frames.emplace_back() : excess;
+    if (!socket.recv(frame, zmq::recv_flags::none)) {
+      if (keep) frames.pop_back();
       if (frames.empty() && dropped == 0) return false;  // timeout before anything arrived
       continue;  // the rest of a started message is already queued: ZeroMQ delivers atomically
     }
-    wire_bytes += frame.size();
-    bool more = frame.more();
-    if (frames.size() < limit) {
-      if (frames.size() == prefix) {
-        // Keep as many frames as a header of this length describes (the count is trusted only when
-        // the header frame is exactly as long as it says).
-        const auto count = announced_frame_count(
-            std::span<const std::byte>(static_cast<const std::byte*>(frame.data()), frame.size()));
-        limit = prefix + (count ? *count : 2);
-      }
-      frames.push_back(std::move(frame));
-    } else {
+    const std::size_t size = frame.size();
+    wire_bytes += size;
+    const bool more = frame.more();
+    if (!keep) {
       ++dropped;
+    } else if (more && frames.size() == prefix + 1) {
+      // Keep as many frames as a header of this length describes (the count is trusted only when
+      // the header frame is exactly as long as it says). A header without more frames needs no count.
+      const auto count = announced_frame_count(std::span<const std::byte>(static_cast<const std::byte*>(frame.data()), size));
+      limit = prefix + (count ? *count : 2);
     }
     if (!more) return true;
   }
