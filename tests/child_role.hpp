@@ -10,12 +10,17 @@
 // process exit 1.
 #pragma once
 
+#include <signal.h>
 #include <spawn.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
+#include <chrono>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -50,6 +55,70 @@ inline pid_t spawn_role(const std::string& role, const std::vector<std::string>&
   if (::posix_spawn(&pid, self, nullptr, nullptr, argv, envp.data()) != 0)
     throw std::runtime_error("cannot start " + role + " process");
   return pid;
+}
+
+// Waits for `pid` at most `limit`; a child still running then is SIGKILLed and reported as hung
+// (returns -1). Otherwise returns the exit status, or 128+signal.
+inline int wait_child(pid_t pid, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (r < 0) return -2;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+// A child process that is SIGKILLed and reaped when this goes out of scope, whatever the test's
+// outcome (a failed ASSERT returns early; an orphan would keep ctest waiting on its output pipe).
+class Child {
+ public:
+  Child() = default;
+  explicit Child(pid_t pid) noexcept : pid_(pid) {}
+  Child(Child&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+  Child& operator=(Child&& other) noexcept {
+    if (this != &other) {
+      reap();
+      pid_ = std::exchange(other.pid_, -1);
+    }
+    return *this;
+  }
+  ~Child() { reap(); }
+
+  pid_t pid() const noexcept { return pid_; }
+  bool signal(int sig) const noexcept { return ::kill(pid_, sig) == 0; }
+  // The exit status (or 128+signal); -1 if it was still running after `limit` (then killed).
+  int wait(std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    const int code = wait_child(pid_, limit);
+    pid_ = -1;
+    return code;
+  }
+
+ private:
+  void reap() noexcept {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  pid_t pid_ = -1;
+};
+
+// Starts the program `argv[0]` (a path) with `argv` and this process's environment.
+inline Child spawn(std::vector<std::string> argv) {
+  std::vector<char*> args;
+  for (std::string& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  if (::posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ) != 0)
+    throw std::runtime_error("cannot start " + argv.at(0));
+  return Child(pid);
 }
 
 }  // namespace picklewire::test

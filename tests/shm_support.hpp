@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "child_role.hpp"  // wait_child
 #include "picklewire/buffer.hpp"
 
 namespace picklewire::test {
@@ -76,24 +77,6 @@ inline pid_t fork_child(const std::function<int()>& body) {
     ::_exit(code);
   }
   return pid;
-}
-
-// Waits for `pid` at most `limit`; a child still running then is SIGKILLed and reported as hung
-// (returns -1). Otherwise returns the exit status, or 128+signal.
-inline int wait_child(pid_t pid, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    int status = 0;
-    pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (r < 0) return -2;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
 }
 
 // A pipe to tell the parent a child is ready (or pass a small number back).

@@ -3,8 +3,6 @@
 // heartbeat timeout) has passed without a reconnect, instead of queueing or timing out silently.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -35,17 +33,6 @@ EndpointOptions heartbeat_options() {
   return o;
 }
 
-
-// Kills (and reaps) the receiver process whatever the test's outcome.
-struct ChildProcess {
-  pid_t pid = -1;
-  ~ChildProcess() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-};
 
 struct Case {
   std::string name;
@@ -78,11 +65,10 @@ TEST_P(ZmqPeerGone, SendThrowsPeerGoneOnceTheReceiverIsGone) {
   std::optional<Sender> tx;
   if (c.sender_binds) tx.emplace(Sender::bind(url, heartbeat_options()));
 
-  ChildProcess child;
-  child.pid = test::spawn_role("zmq_peer_gone_receiver",
-                               {"PICKLEWIRE_PEER_GONE_URL=" + url,
-                                std::string("PICKLEWIRE_PEER_GONE_BIND=") + (c.sender_binds ? "0" : "1"),
-                                "PICKLEWIRE_PEER_GONE_READY=" + ready.string()});
+  test::Child child{test::spawn_role("zmq_peer_gone_receiver",
+                                     {"PICKLEWIRE_PEER_GONE_URL=" + url,
+                                      std::string("PICKLEWIRE_PEER_GONE_BIND=") + (c.sender_binds ? "0" : "1"),
+                                      "PICKLEWIRE_PEER_GONE_READY=" + ready.string()})};
 
   // Talk until the receiver has a message: the connection (and its handshake) is up.
   if (!c.sender_binds) {
@@ -106,11 +92,10 @@ TEST_P(ZmqPeerGone, SendThrowsPeerGoneOnceTheReceiverIsGone) {
   }
   ASSERT_TRUE(std::filesystem::exists(ready)) << "the receiver process never got a message";
 
-  ASSERT_EQ(::kill(child.pid, c.signal), 0);
+  ASSERT_TRUE(child.signal(c.signal));
   auto signalled = Clock::now();
   if (c.signal == SIGKILL) {
-    ::waitpid(child.pid, nullptr, 0);
-    child.pid = -1;
+    EXPECT_EQ(child.wait(), 128 + SIGKILL);
   }
   // Sends may still be queued (for a reconnect) during the grace period; then PeerGone, even with
   // no timeout at all (a bound PUSH with no peer would otherwise block forever).

@@ -2,8 +2,6 @@
 // in another process, both directions, compression on and off, and the peer killed mid-stream.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,11 +11,10 @@
 #include <thread>
 #include <tuple>
 
+#include "child_role.hpp"
 #include "picklewire/endpoint.hpp"
 #include "picklewire/errors.hpp"
 #include "support.hpp"
-
-extern char** environ;
 
 using namespace picklewire;
 using namespace std::chrono_literals;
@@ -25,40 +22,6 @@ using namespace std::chrono_literals;
 namespace {
 
 const std::string kWire = std::string(PICKLEWIRE_TEST_DIR) + "/../python/picklewire/wire.py";
-
-// A child process, killed and reaped when the object goes out of scope (even on test failure).
-class Child {
- public:
-  explicit Child(std::vector<std::string> args) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) throw std::runtime_error("spawn failed");
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  // Exit status, or -1 if it did not exit within `timeout`.
-  int wait(std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
-  }
-  void kill() { ::kill(pid_, SIGKILL); }
-
- private:
-  pid_t pid_ = -1;
-};
 
 std::vector<std::string> python_peer(std::vector<std::string> args) {
   std::vector<std::string> argv = {PICKLEWIRE_PYTHON, kWire};
@@ -135,7 +98,7 @@ TEST_P(PythonPeer, PythonSendsCppReceives) {
   Receiver rx = Receiver::bind(url, quick_options());
   std::vector<std::string> args = {"send", url, "--count", "3", "--expr", kExpr, "--wire-version", std::to_string(version())};
   if (compress()) args.push_back("--compress");
-  Child py(python_peer(args));
+  test::Child py = test::spawn(python_peer(args));
   for (int i = 0; i < 3; ++i) {
     auto m = rx.recv(20000ms);
     ASSERT_TRUE(m) << "no message from the Python peer";
@@ -156,7 +119,7 @@ TEST_P(PythonPeer, CppSendsPythonReceives) {
   std::string url = "ipc://" + (dir / "cpp2py").string();
   Message m = python_pickle(kExpr);
   ASSERT_EQ(m.buffers.size(), 2u);
-  Child py(python_peer({"recv", url, "--count", "2", "--expect", kExpr}));
+  test::Child py = test::spawn(python_peer({"recv", url, "--count", "2", "--expect", kExpr}));
   EndpointOptions o = quick_options();
   o.zmq.compress = compress();
   o.zmq.wire_version = version();
@@ -186,14 +149,14 @@ TEST(PythonPeerRobustness, PeerKilledMidStreamLosesNothingDelivered) {
   std::string url = "ipc://" + (dir / "killed").string();
   Receiver rx = Receiver::bind(url, quick_options());
   {
-    Child py(python_peer({"send", url, "--count", "0", "--expr", "numpy.arange(200000, dtype='float64')"}));
+    test::Child py = test::spawn(python_peer({"send", url, "--count", "0", "--expr", "numpy.arange(200000, dtype='float64')"}));
     for (int i = 0; i < 5; ++i) {
       auto m = rx.recv(20000ms);
       ASSERT_TRUE(m);
       ASSERT_EQ(m->buffers.size(), 1u);
       ASSERT_EQ(m->buffers[0].size(), 1600000u);
     }
-    py.kill();
+    py.signal(SIGKILL);
     EXPECT_EQ(py.wait(5000ms), 128 + SIGKILL);
   }
   // Whatever was in flight is either a whole message or nothing: never an error, never a hang.
@@ -203,7 +166,7 @@ TEST(PythonPeerRobustness, PeerKilledMidStreamLosesNothingDelivered) {
     ++drained;
   }
   // The receiver keeps serving: a new peer's message arrives.
-  Child again(python_peer({"send", url, "--count", "1", "--expr", "numpy.arange(10.0)"}));
+  test::Child again = test::spawn(python_peer({"send", url, "--count", "1", "--expr", "numpy.arange(10.0)"}));
   auto m = rx.recv(20000ms);
   ASSERT_TRUE(m);
   expect_python_loads(*m, "numpy.arange(10.0)");
@@ -217,7 +180,7 @@ TEST(PythonPeerRobustness, PeerWithoutLz4RefusesCompressedMessagesClearly) {
   test::write_file(dir / "lz4.py", "raise ImportError('hidden for the test')\n");
   std::string script = "import sys; sys.path.insert(0, '" + dir.path().string() + "'); sys.argv = ['wire.py'] + sys.argv[1:]; "
                        "exec(open('" + kWire + "').read())";
-  Child py({PICKLEWIRE_PYTHON, "-c", script, "recv", url, "--count", "1"});
+  test::Child py = test::spawn({PICKLEWIRE_PYTHON, "-c", script, "recv", url, "--count", "1"});
   EndpointOptions o = quick_options();
   o.zmq.compress = true;
   Sender tx = Sender::connect(url, o);

@@ -2,8 +2,6 @@
 // and of processes, value-level calls, compression negotiated by the request header.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -158,14 +156,8 @@ PICKLEWIRE_CHILD_ROLE(zmq_rpc_worker) {
 TEST(ZmqRpc, ProcessWorkerPool) {
   std::string url = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   rpc::Client coordinator = rpc::Client::bind(url, quick_options());
-  std::vector<pid_t> pids;
-  for (int w = 0; w < 3; ++w) pids.push_back(test::spawn_role("zmq_rpc_worker", {"PICKLEWIRE_RPC_WORKER_URL=" + url}));
-  struct Reaper {
-    std::vector<pid_t>& pids;
-    ~Reaper() {
-      for (pid_t p : pids) { ::kill(p, SIGKILL); ::waitpid(p, nullptr, 0); }
-    }
-  } reaper{pids};
+  std::vector<test::Child> workers;  // killed and reaped at the end, whatever the outcome
+  for (int w = 0; w < 3; ++w) workers.emplace_back(test::spawn_role("zmq_rpc_worker", {"PICKLEWIRE_RPC_WORKER_URL=" + url}));
   // Ping until every worker has answered (they connect as their processes start), so that
   // DEALER's round-robin spreads the jobs over all of them.
   std::set<std::string> worker_pids;

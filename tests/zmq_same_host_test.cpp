@@ -4,7 +4,6 @@
 // anew, a killed sender's slots are reclaimed, and lies from either side fall back or are refused.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -73,21 +72,6 @@ int leftovers(pid_t pid) {
 
 using SameHostTimeouts = zt::SameHostReceiver;
 
-struct Child {
-  pid_t pid = -1;
-  ~Child() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-  int wait(std::chrono::milliseconds limit = 60s) {
-    const int code = test::wait_child(pid, limit);
-    pid = -1;
-    return code;
-  }
-};
-
 }  // namespace
 
 // Sends COUNT messages (message_for), every fourth large one in a loan from Sender::allocate, and
@@ -134,7 +118,7 @@ TEST_P(ZmqSameHost, LargeMessagesMoveThroughTheReceiversChannel) {
   constexpr int kCount = 30;
   {
     Receiver rx = Receiver::bind(u, quick_options());
-    Child sender{test::spawn_role("same_host_sender", {"SAME_HOST_URL=" + u, "SAME_HOST_COUNT=" + std::to_string(kCount),
+    test::Child sender{test::spawn_role("same_host_sender", {"SAME_HOST_URL=" + u, "SAME_HOST_COUNT=" + std::to_string(kCount),
                                                        "SAME_HOST_SENDER_ON=1", "SAME_HOST_EXPECT_FRAMES=0"})};
     for (int i = 0; i < kCount; ++i) {
       std::optional<Message> m = rx.recv(20000ms);
@@ -164,7 +148,7 @@ TEST_P(ZmqSameHost, EitherSideCanTurnItOff) {
     EndpointOptions o = quick_options();
     o.zmq.same_host = receiver_on != 0;
     Receiver rx = Receiver::bind(u, o);
-    Child sender{test::spawn_role("same_host_sender",
+    test::Child sender{test::spawn_role("same_host_sender",
                                   {"SAME_HOST_URL=" + u, "SAME_HOST_COUNT=6", "SAME_HOST_EXPECT_FRAMES=1",
                                    std::string("SAME_HOST_SENDER_ON=") + (receiver_on ? "0" : "1")})};
     for (int i = 0; i < 6; ++i) {
@@ -200,7 +184,7 @@ PICKLEWIRE_CHILD_ROLE(same_host_hoard_sender) {
 TEST(ZmqSameHostFaults, AReceiverThatKeepsEverythingGetsFramesOnceItsChannelIsFull) {
   const std::string u = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   Receiver rx = Receiver::bind(u, quick_options());
-  Child sender{test::spawn_role("same_host_hoard_sender", {"SAME_HOST_URL=" + u})};
+  test::Child sender{test::spawn_role("same_host_hoard_sender", {"SAME_HOST_URL=" + u})};
   std::vector<Message> kept;
   for (int i = 0; i < kHoarded; ++i) {
     std::optional<Message> m = rx.recv(30000ms);
@@ -222,7 +206,7 @@ TEST(ZmqSameHostFaults, ASenderThatExitsAfterSendingHasEveryMessageDelivered) {
   const std::string u = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   Receiver rx = Receiver::bind(u, quick_options());
   // The hello, before anything else is sent: the receiver answers it in this recv.
-  Child sender{test::spawn_role("same_host_sender", {"SAME_HOST_URL=" + u, "SAME_HOST_COUNT=12",
+  test::Child sender{test::spawn_role("same_host_sender", {"SAME_HOST_URL=" + u, "SAME_HOST_COUNT=12",
                                                      "SAME_HOST_SENDER_ON=1", "SAME_HOST_EXPECT_FRAMES=0"})};
   std::optional<Message> first = rx.recv(20000ms);
   ASSERT_TRUE(first);
@@ -259,7 +243,7 @@ TEST(ZmqSameHostFaults, ARestartedReceiverIsNegotiatedAnew) {
   constexpr int kPerReceiver = 9;
   for (int round = 0; round < 2; ++round) {
     const auto ready = dir / ("ready" + std::to_string(round));
-    Child receiver{test::spawn_role("same_host_receiver",
+    test::Child receiver{test::spawn_role("same_host_receiver",
                                     {"SAME_HOST_URL=" + u, "SAME_HOST_FIRST=" + std::to_string(round * kPerReceiver),
                                      "SAME_HOST_COUNT=" + std::to_string(kPerReceiver), "SAME_HOST_READY=" + ready.string()})};
     for (int i = round * kPerReceiver; i < (round + 1) * kPerReceiver; ++i)
@@ -283,7 +267,7 @@ TEST(ZmqSameHostFaults, AKilledSendersSlotsAreReclaimed) {
   test::TempDir dir;
   const std::string u = "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());
   Receiver rx = Receiver::bind(u, quick_options());
-  Child sender{test::spawn_role("same_host_loan_holder", {"SAME_HOST_URL=" + u, "SAME_HOST_READY=" + (dir / "ready").string()})};
+  test::Child sender{test::spawn_role("same_host_loan_holder", {"SAME_HOST_URL=" + u, "SAME_HOST_READY=" + (dir / "ready").string()})};
   {
     std::optional<Message> m = rx.recv(20000ms);
     ASSERT_TRUE(m);
@@ -291,8 +275,8 @@ TEST(ZmqSameHostFaults, AKilledSendersSlotsAreReclaimed) {
   }
   while (!std::filesystem::exists(dir / "ready")) std::this_thread::sleep_for(5ms);
   EXPECT_EQ(rx.stats().slots_in_use, 2u);  // the two loans the sender holds
-  const pid_t killed = sender.pid;
-  ::kill(sender.pid, SIGKILL);
+  const pid_t killed = sender.pid();
+  sender.signal(SIGKILL);
   EXPECT_EQ(sender.wait(), 128 + SIGKILL);
   // The idle receiver's housekeeping reclaims them, as an shm:// receiver does while it waits.
   for (int i = 0; i < 40 && rx.stats().slots_in_use != 0; ++i) EXPECT_FALSE(rx.recv(50ms));
