@@ -150,18 +150,30 @@ void BM_PicklewireMessage(benchmark::State& state, int transport, bool compress,
 // header_frame: first a small frame, as picklewire's wire format sends a message with one buffer
 // above inline_max_bytes (header frame, then the buffer's frame); beside the one-frame rows it
 // prices the format's second frame apart from picklewire's own code.
-void BM_RawZmq(benchmark::State& state, int transport, bool header_frame = false) {
+// same_options: the sockets configured as picklewire's default endpoints configure theirs
+// (configure_and_attach with default ZmqOptions: heartbeats; immediate on the connecting PUSH),
+// which issue 16 asks for by default and which cost libzmq some per-message work of its own.
+void BM_RawZmq(benchmark::State& state, int transport, bool header_frame = false, bool same_options = false) {
   std::size_t size = static_cast<std::size_t>(state.range(0));
   std::string url = url_for(transport, "raw");
   zmq::socket_t pull(zt::context(), zmq::socket_type::pull), push(zt::context(), zmq::socket_type::push);
   int hwm = size >= (64u << 20) ? 2 : 100;
-  pull.set(zmq::sockopt::rcvhwm, hwm);
-  push.set(zmq::sockopt::sndhwm, hwm);
-  pull.set(zmq::sockopt::linger, 0);
-  push.set(zmq::sockopt::linger, 0);
+  if (same_options) {
+    ZmqOptions o;
+    o.send_hwm = o.recv_hwm = hwm;
+    o.linger = 0ms;
+    push.set(zmq::sockopt::immediate, 1);
+    zt::configure_and_attach(pull, url, /*bind=*/true, o);
+    zt::configure_and_attach(push, url, /*bind=*/false, o);
+  } else {
+    pull.set(zmq::sockopt::rcvhwm, hwm);
+    push.set(zmq::sockopt::sndhwm, hwm);
+    pull.set(zmq::sockopt::linger, 0);
+    push.set(zmq::sockopt::linger, 0);
+    pull.bind(url);
+    push.connect(url);
+  }
   pull.set(zmq::sockopt::rcvtimeo, 20);
-  pull.bind(url);
-  push.connect(url);
   Buffer data = filled(size, 0);
   const std::byte header[48] = {};  // a version-2 header with one descriptor and the stream inline
   std::atomic<long> received{0};
@@ -187,7 +199,8 @@ void BM_RawZmq(benchmark::State& state, int transport, bool header_frame = false
   stop = true;
   drain.join();
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(size));
-  state.SetLabel(std::string(transport_name(transport)) + (header_frame ? " header+buffer" : ""));
+  state.SetLabel(std::string(transport_name(transport)) + (header_frame ? " header+buffer" : "") +
+                 (same_options ? " picklewire's socket options" : ""));
 }
 
 // FrameWriter::write then FrameReader::read of the message BM_PicklewireMessage sends, without a
@@ -253,6 +266,10 @@ BENCHMARK_CAPTURE(BM_PicklewireMessage, tcp, 1, false, 0)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_RawZmq, tcp, 1)->Apply(sizes);
 BENCHMARK_CAPTURE(BM_RawZmq, ipc_header_and_buffer, 0, true)->Arg(64 << 10)->Arg(1 << 20)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_RawZmq, tcp_header_and_buffer, 1, true)->Arg(64 << 10)->Arg(1 << 20)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_RawZmq, ipc_same_options, 0, false, true)->Arg(1 << 10)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_RawZmq, tcp_same_options, 1, false, true)->Arg(1 << 10)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_RawZmq, ipc_header_and_buffer_same_options, 0, true, true)->Arg(64 << 10)->Arg(1 << 20)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_RawZmq, tcp_header_and_buffer_same_options, 1, true, true)->Arg(64 << 10)->Arg(1 << 20)->UseRealTime()->Unit(benchmark::kMicrosecond);
 // The same-host path (C++ Message, heap buffer: one copy into the receiver's channel) beside shm://.
 void same_host_sizes(benchmark::internal::Benchmark* b) {
   for (std::int64_t s : {1 << 20, 16 << 20, 256 << 20}) b->Arg(s);

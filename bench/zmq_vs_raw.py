@@ -13,7 +13,10 @@ the machine's drift over minutes made the spread wider, not narrower.)
 
 Ratio = raw libzmq's time (or whole-process CPU) per message / picklewire's: 1.0 is parity,
 0.9 means picklewire takes 11% longer. `raw` is one frame holding the bytes; `raw 2 frames` is the
-header frame and the buffer's frame that wire format 2 sends from inline_max_bytes up.
+header frame and the buffer's frame that wire format 2 sends from inline_max_bytes up; `same
+options` is raw libzmq with picklewire's default socket options (heartbeats, and immediate on the
+connecting PUSH, both asked for by issue 16). The last four pairs are libzmq against itself: the
+price of the second frame, and of those options.
 
     /usr/bin/python3 bench/zmq_vs_raw.py [--bench build/bench/zmq_bench] [--runs 9]
 """
@@ -26,17 +29,31 @@ import sys
 PAIRS = [  # (label, picklewire row, raw row)
     ("ipc 1 KiB vs raw", "BM_PicklewireMessage/ipc/1024", "BM_RawZmq/ipc/1024"),
     ("tcp 1 KiB vs raw", "BM_PicklewireMessage/tcp/1024", "BM_RawZmq/tcp/1024"),
+    ("ipc 1 KiB vs raw, same options", "BM_PicklewireMessage/ipc/1024", "BM_RawZmq/ipc_same_options/1024"),
+    ("tcp 1 KiB vs raw, same options", "BM_PicklewireMessage/tcp/1024", "BM_RawZmq/tcp_same_options/1024"),
     ("ipc 64 KiB vs raw", "BM_PicklewireMessage/ipc/65536", "BM_RawZmq/ipc/65536"),
     ("tcp 64 KiB vs raw", "BM_PicklewireMessage/tcp/65536", "BM_RawZmq/tcp/65536"),
     ("ipc 64 KiB vs raw 2 frames", "BM_PicklewireMessage/ipc/65536", "BM_RawZmq/ipc_header_and_buffer/65536"),
     ("tcp 64 KiB vs raw 2 frames", "BM_PicklewireMessage/tcp/65536", "BM_RawZmq/tcp_header_and_buffer/65536"),
+    ("ipc 64 KiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/ipc/65536",
+     "BM_RawZmq/ipc_header_and_buffer_same_options/65536"),
+    ("tcp 64 KiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/tcp/65536",
+     "BM_RawZmq/tcp_header_and_buffer_same_options/65536"),
     ("ipc 1 MiB vs raw", "BM_PicklewireMessage/ipc/1048576", "BM_RawZmq/ipc/1048576"),
     ("tcp 1 MiB vs raw", "BM_PicklewireMessage/tcp/1048576", "BM_RawZmq/tcp/1048576"),
     ("ipc 1 MiB vs raw 2 frames", "BM_PicklewireMessage/ipc/1048576", "BM_RawZmq/ipc_header_and_buffer/1048576"),
     ("tcp 1 MiB vs raw 2 frames", "BM_PicklewireMessage/tcp/1048576", "BM_RawZmq/tcp_header_and_buffer/1048576"),
-
+    # libzmq's own prices, picklewire aside: its two frames against its one, and picklewire's
+    # default socket options (heartbeats, immediate) against none.
+    ("raw: 2 frames vs 1, 64 KiB ipc", "BM_RawZmq/ipc_header_and_buffer/65536", "BM_RawZmq/ipc/65536"),
+    ("raw: 2 frames vs 1, 64 KiB tcp", "BM_RawZmq/tcp_header_and_buffer/65536", "BM_RawZmq/tcp/65536"),
+    ("raw: options vs none, 64 KiB ipc", "BM_RawZmq/ipc_header_and_buffer_same_options/65536",
+     "BM_RawZmq/ipc_header_and_buffer/65536"),
+    ("raw: options vs none, 64 KiB tcp", "BM_RawZmq/tcp_header_and_buffer_same_options/65536",
+     "BM_RawZmq/tcp_header_and_buffer/65536"),
 ]
-FILTER = "(BM_PicklewireMessage|BM_RawZmq)/(ipc|tcp|ipc_header_and_buffer|tcp_header_and_buffer)/(1024|65536|1048576)/"
+ROWS = sorted({row for _, ours, raw in PAIRS for row in (ours, raw)})
+FILTER = "^(" + "|".join(ROWS) + ")/"
 
 
 def one_run(bench, min_time, repetitions):
@@ -83,11 +100,11 @@ def main():
 
     print(f"picklewire vs raw libzmq, {args.runs} processes x {args.repetitions} interleaved repetitions "
           f"of {args.min_time} s (ratio raw / picklewire per message; 1.0 = parity)")
-    print(f"{'pair':<28} {'time: median':>12} {'quartiles':>11}   {'CPU: median':>11} {'quartiles':>11}")
+    print(f"{'pair':<36} {'time: median':>12} {'quartiles':>11}   {'CPU: median':>11} {'quartiles':>11}")
     for label, _, _ in PAIRS:
         t, c = time_ratios[label], cpu_ratios[label]
         tq, cq = quartiles(t), quartiles(c)
-        print(f"{label:<28} {statistics.median(t):>12.2f} {tq[0]:>5.2f}-{tq[1]:<5.2f}   "
+        print(f"{label:<36} {statistics.median(t):>12.2f} {tq[0]:>5.2f}-{tq[1]:<5.2f}   "
               f"{statistics.median(c):>11.2f} {cq[0]:>5.2f}-{cq[1]:<5.2f}")
 
 
