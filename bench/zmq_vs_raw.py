@@ -43,6 +43,10 @@ PAIRS = [  # (label, picklewire row, raw row)
     ("tcp 1 MiB vs raw", "BM_PicklewireMessage/tcp/1048576", "BM_RawZmq/tcp/1048576"),
     ("ipc 1 MiB vs raw 2 frames", "BM_PicklewireMessage/ipc/1048576", "BM_RawZmq/ipc_header_and_buffer/1048576"),
     ("tcp 1 MiB vs raw 2 frames", "BM_PicklewireMessage/tcp/1048576", "BM_RawZmq/tcp_header_and_buffer/1048576"),
+    ("ipc 1 MiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/ipc/1048576",
+     "BM_RawZmq/ipc_header_and_buffer_same_options/1048576"),
+    ("tcp 1 MiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/tcp/1048576",
+     "BM_RawZmq/tcp_header_and_buffer_same_options/1048576"),
     # libzmq's own prices, picklewire aside: its two frames against its one, and picklewire's
     # default socket options (heartbeats, immediate) against none.
     ("raw: 2 frames vs 1, 64 KiB ipc", "BM_RawZmq/ipc_header_and_buffer/65536", "BM_RawZmq/ipc/65536"),
