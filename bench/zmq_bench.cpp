@@ -2,19 +2,16 @@
 // zero-copy (ipc://, tcp://), lz4 ratio and speed on compressible arrays, and the cost of the
 // incompressibility check on random data. Commands and figures: docs/performance.md ("ZeroMQ").
 #include <benchmark/benchmark.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.hpp>
 
 #include <atomic>
 #include <cstring>
 #include <random>
-#include <stdexcept>
 #include <thread>
 
+#include "../tests/zmq_support.hpp"  // test::free_tcp_port
 #include "picklewire/endpoint.hpp"
 #include "zmq/context.hpp"
 #include "zmq/lz4_codec.hpp"
@@ -26,25 +23,10 @@ namespace zt = picklewire::zmq_transport;
 
 namespace {
 
-// A port the kernel just found free (bound to port 0, then released: never connected, so no
-// TIME_WAIT): fixed port ranges collided between bench processes run back to back.
-int free_tcp_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("zmq_bench: no free tcp port");
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 std::string url_for(int transport, const char* tag) {
   static int n = 0;
   if (transport == 0) return "ipc:///tmp/picklewire-bench-" + std::to_string(::getpid()) + "-" + tag + std::to_string(n++);
-  return "tcp://127.0.0.1:" + std::to_string(free_tcp_port());
+  return "tcp://127.0.0.1:" + std::to_string(test::free_tcp_port());  // fixed ranges collided between runs
 }
 
 // CPU time of the whole process (every thread: the sender, libzmq's I/O thread, the draining

@@ -26,35 +26,34 @@ import statistics
 import subprocess
 import sys
 
-PAIRS = [  # (label, picklewire row, raw row)
-    ("ipc 1 KiB vs raw", "BM_PicklewireMessage/ipc/1024", "BM_RawZmq/ipc/1024"),
-    ("tcp 1 KiB vs raw", "BM_PicklewireMessage/tcp/1024", "BM_RawZmq/tcp/1024"),
-    ("ipc 1 KiB vs raw, same options", "BM_PicklewireMessage/ipc/1024", "BM_RawZmq/ipc_same_options/1024"),
-    ("tcp 1 KiB vs raw, same options", "BM_PicklewireMessage/tcp/1024", "BM_RawZmq/tcp_same_options/1024"),
-    ("ipc 64 KiB vs raw", "BM_PicklewireMessage/ipc/65536", "BM_RawZmq/ipc/65536"),
-    ("tcp 64 KiB vs raw", "BM_PicklewireMessage/tcp/65536", "BM_RawZmq/tcp/65536"),
-    ("ipc 64 KiB vs raw 2 frames", "BM_PicklewireMessage/ipc/65536", "BM_RawZmq/ipc_header_and_buffer/65536"),
-    ("tcp 64 KiB vs raw 2 frames", "BM_PicklewireMessage/tcp/65536", "BM_RawZmq/tcp_header_and_buffer/65536"),
-    ("ipc 64 KiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/ipc/65536",
-     "BM_RawZmq/ipc_header_and_buffer_same_options/65536"),
-    ("tcp 64 KiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/tcp/65536",
-     "BM_RawZmq/tcp_header_and_buffer_same_options/65536"),
-    ("ipc 1 MiB vs raw", "BM_PicklewireMessage/ipc/1048576", "BM_RawZmq/ipc/1048576"),
-    ("tcp 1 MiB vs raw", "BM_PicklewireMessage/tcp/1048576", "BM_RawZmq/tcp/1048576"),
-    ("ipc 1 MiB vs raw 2 frames", "BM_PicklewireMessage/ipc/1048576", "BM_RawZmq/ipc_header_and_buffer/1048576"),
-    ("tcp 1 MiB vs raw 2 frames", "BM_PicklewireMessage/tcp/1048576", "BM_RawZmq/tcp_header_and_buffer/1048576"),
-    ("ipc 1 MiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/ipc/1048576",
-     "BM_RawZmq/ipc_header_and_buffer_same_options/1048576"),
-    ("tcp 1 MiB vs raw 2 fr., same opt.", "BM_PicklewireMessage/tcp/1048576",
-     "BM_RawZmq/tcp_header_and_buffer_same_options/1048576"),
-    # libzmq's own prices, picklewire aside: its two frames against its one, and picklewire's
-    # default socket options (heartbeats, immediate) against none.
-    ("raw: 2 frames vs 1, 64 KiB ipc", "BM_RawZmq/ipc_header_and_buffer/65536", "BM_RawZmq/ipc/65536"),
-    ("raw: 2 frames vs 1, 64 KiB tcp", "BM_RawZmq/tcp_header_and_buffer/65536", "BM_RawZmq/tcp/65536"),
-    ("raw: options vs none, 64 KiB ipc", "BM_RawZmq/ipc_header_and_buffer_same_options/65536",
-     "BM_RawZmq/ipc_header_and_buffer/65536"),
-    ("raw: options vs none, 64 KiB tcp", "BM_RawZmq/tcp_header_and_buffer_same_options/65536",
-     "BM_RawZmq/tcp_header_and_buffer/65536"),
+KIB, MIB = 1024, 1 << 20
+# picklewire against a raw libzmq row: (label, size, the raw row's variant)
+COMPARISONS = [
+    ("1 KiB vs raw", KIB, ""),
+    ("1 KiB vs raw, same options", KIB, "_same_options"),
+    ("64 KiB vs raw", 64 * KIB, ""),
+    ("64 KiB vs raw 2 frames", 64 * KIB, "_header_and_buffer"),
+    ("64 KiB vs raw 2 fr., same opt.", 64 * KIB, "_header_and_buffer_same_options"),
+    ("1 MiB vs raw", MIB, ""),
+    ("1 MiB vs raw 2 frames", MIB, "_header_and_buffer"),
+    ("1 MiB vs raw 2 fr., same opt.", MIB, "_header_and_buffer_same_options"),
+]
+# libzmq against itself at 64 KiB: (label, variant, baseline variant)
+LIBZMQ_ALONE = [
+    ("raw: 2 frames vs 1, 64 KiB", "_header_and_buffer", ""),
+    ("raw: options vs none, 64 KiB", "_header_and_buffer_same_options", "_header_and_buffer"),
+]
+
+
+def raw_row(transport, size, variant):
+    return f"BM_RawZmq/{transport}{variant}/{size}"
+
+
+PAIRS = [  # (label, measured row, baseline row)
+    *((f"{t} {label}", f"BM_PicklewireMessage/{t}/{size}", raw_row(t, size, variant))
+      for label, size, variant in COMPARISONS for t in ("ipc", "tcp")),
+    *((f"{label} {t}", raw_row(t, 64 * KIB, variant), raw_row(t, 64 * KIB, baseline))
+      for label, variant, baseline in LIBZMQ_ALONE for t in ("ipc", "tcp")),
 ]
 ROWS = sorted({row for _, ours, raw in PAIRS for row in (ours, raw)})
 FILTER = "^(" + "|".join(ROWS) + ")/"
