@@ -70,7 +70,8 @@ def one_run(bench, min_time, repetitions):
         sys.exit(f"{bench} failed ({out.returncode}):\n{out.stderr[-2000:]}")
     rows = {}
     for b in json.loads(out.stdout)["benchmarks"]:
-        if b.get("aggregate_name") == "median":
+        # The median of the repetitions (a single repetition has no aggregate: itself).
+        if b.get("aggregate_name") == "median" or (repetitions == 1 and b.get("run_type") == "iteration"):
             rows[b["run_name"].removesuffix("/real_time")] = (b["real_time"], b["process_cpu_us"])
     return rows
 
